@@ -1,0 +1,138 @@
+"""VRN: Volumetric Regression Network (Jackson et al., ICCV 2017).
+
+Two stacked hourglasses regress a 200 x 192 x 192 occupancy volume of the face from a
+192 x 192 RGB image in [0, 1]. Channel d of the output is depth slice d (d grows towards
+the camera); x and y are the crop's pixels.
+
+Residual modules are bottlenecks in conv -> BN -> ReLU order (rather than Newell's
+pre-activation order) so that every batch-norm folds into the convolution before it
+for inference (see `fold_batchnorm`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class VRNConfig:
+    features: int = 256  # channels inside the hourglasses
+    stacks: int = 2  # hourglasses, one after another
+    depth: int = 4  # pooling levels per hourglass
+    modules: int = 3  # residual modules at each hourglass stage
+    slices: int = 200  # depth slices of the output volume
+    input_size: int = 192
+    intermediate_supervision: bool = False  # the paper's plain VRN has none
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout)
+    )
+
+
+class Residual(nn.Module):
+    """Bottleneck: 1x1 (cout/2) -> 3x3 (cout/2) -> 1x1 (cout), plus a projected skip."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        mid = cout // 2
+        self.body = nn.Sequential(
+            conv_bn(cin, mid), nn.ReLU(inplace=True),
+            conv_bn(mid, mid, 3), nn.ReLU(inplace=True),
+            conv_bn(mid, cout),
+        )  # fmt: skip
+        self.skip = nn.Identity() if cin == cout else conv_bn(cin, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.skip(x))
+
+
+def residuals(features: int, count: int) -> nn.Sequential:
+    return nn.Sequential(*[Residual(features, features) for _ in range(count)])
+
+
+class Hourglass(nn.Module):
+    """Newell et al.'s hourglass: recursive pool / process / upsample with skip branches."""
+
+    def __init__(self, depth: int, features: int, modules: int):
+        super().__init__()
+        self.skip = residuals(features, modules)
+        self.down = residuals(features, modules)
+        self.inner = (
+            Hourglass(depth - 1, features, modules)
+            if depth > 1
+            else residuals(features, modules)
+        )
+        self.up = residuals(features, modules)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = self.up(self.inner(self.down(F.max_pool2d(x, 2))))
+        return self.skip(x) + F.interpolate(low, scale_factor=2.0, mode="nearest")
+
+
+class VRN(nn.Module):
+    def __init__(self, config: VRNConfig):
+        super().__init__()
+        self.config = config
+        f, s = config.features, config.slices
+        self.stem = nn.Sequential(
+            conv_bn(3, 64, 7, 2), nn.ReLU(inplace=True),  # 96 x 96
+            Residual(64, 128),
+            nn.MaxPool2d(2),  # 48 x 48
+            Residual(128, 128),
+            Residual(128, f),
+        )  # fmt: skip
+        self.hourglasses = nn.ModuleList(
+            Hourglass(config.depth, f, config.modules) for _ in range(config.stacks)
+        )
+        self.features = nn.ModuleList(
+            nn.Sequential(residuals(f, config.modules), conv_bn(f, f), nn.ReLU(inplace=True))
+            for _ in range(config.stacks)
+        )
+        # Between stacks the running features are refined; with intermediate supervision
+        # each stack also predicts a volume that is fed back in (Newell et al.).
+        self.merge = nn.ModuleList(nn.Conv2d(f, f, 1) for _ in range(config.stacks - 1))
+        n_heads = config.stacks if config.intermediate_supervision else 1
+        self.heads = nn.ModuleList(nn.Conv2d(f, s, 1) for _ in range(n_heads))
+        self.head_merge = nn.ModuleList(
+            nn.Conv2d(s, f, 1) for _ in range(n_heads - 1)
+        )
+
+    def forward_logits(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of each supervised stack at 48 x 48 (the last one is the answer)."""
+        x = self.stem(image * 2.0 - 1.0)
+        outputs = []
+        for i, (hourglass, features) in enumerate(zip(self.hourglasses, self.features)):
+            y = features(hourglass(x))
+            last = i == self.config.stacks - 1
+            if self.config.intermediate_supervision or last:
+                outputs.append(self.heads[len(outputs)](y))
+            if not last:
+                x = x + self.merge[i](y)
+                if self.config.intermediate_supervision:
+                    x = x + self.head_merge[i](outputs[-1])
+        return outputs
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Volume logits, (N, slices, input_size, input_size)."""
+        logits = self.forward_logits(image)[-1]
+        return F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every Conv2d -> BatchNorm2d pair into one Conv2d (inference only)."""
+    for module in model.modules():
+        children = list(module.named_children())
+        for (name, child), (next_name, after) in zip(children, children[1:]):
+            if isinstance(child, nn.Conv2d) and isinstance(after, nn.BatchNorm2d):
+                setattr(module, name, torch.nn.utils.fusion.fuse_conv_bn_eval(child, after))
+                setattr(module, next_name, nn.Identity())
+    return model
