@@ -1,0 +1,146 @@
+"""`facerecon` command: reconstruct photos, show the model, serve gRPC."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+EXPORTERS = ("glb", "ply", "obj")
+
+
+def parse_angles(text: str) -> tuple[tuple[float, float], ...]:
+    """'-60,0,60' -> yaws at pitch 0; 'yaw:pitch' items give both, e.g. '30:10,-30:10'."""
+    if not text.strip():
+        return ()
+    angles = []
+    for item in text.split(","):
+        yaw, _, pitch = item.partition(":")
+        try:
+            angles.append((float(yaw), float(pitch or 0.0)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad view angle {item!r}: use YAW or YAW:PITCH")
+    return tuple(angles)
+
+
+def iter_photos(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield path
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from facerecon import export
+    from facerecon.errors import InputError
+    from facerecon.reconstructor import Reconstructor, ReconstructOptions
+
+    reconstructor = Reconstructor(args.weights, device=args.device, detector=args.detector)
+    options = ReconstructOptions(
+        views=args.views, view_size=args.size, frontal=True, decimate_faces=args.decimate
+    )
+    to_mesh = {"glb": export.to_glb, "ply": export.to_ply, "obj": export.to_obj}[args.format]
+    photos = list(iter_photos(args.photos))
+    if not photos:
+        print("no photos found", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    progress = tqdm(photos, unit="face", disable=len(photos) < 2 or args.quiet, file=sys.stderr)
+    for photo in progress:
+        try:
+            result = reconstructor(photo.read_bytes(), options=options)
+        except (InputError, OSError) as error:
+            failures += 1
+            progress.write(f"{photo}: FAILED: {error}")
+            continue
+        stem = args.out / photo.stem
+        stem.with_suffix(f".{args.format}").write_bytes(to_mesh(result.mesh))
+        for view in result.views:
+            name = f"{photo.stem}_yaw{view.yaw:+.0f}_pitch{view.pitch:+.0f}.png"
+            (args.out / name).write_bytes(export.to_png(view.image))
+        if result.frontal is not None:
+            (args.out / f"{photo.stem}_frontal.png").write_bytes(export.to_png(result.frontal.image))
+        pose = result.pose
+        total = sum(result.timings_ms.values())
+        progress.write(
+            f"{photo}: {len(result.mesh.vertices)} vertices, {len(result.mesh.faces)} faces, "
+            f"yaw {pose.yaw:+.0f}° pitch {pose.pitch:+.0f}° roll {pose.roll:+.0f}°, "
+            f"{total:.0f} ms -> {stem}.{args.format}"
+        )
+    return 1 if failures else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from facerecon.reconstructor import Reconstructor
+
+    r = Reconstructor(args.weights, device=args.device)
+    info = r.info
+    print(f"model      {info.variant} ({info.parameters / 1e6:.1f}M parameters)")
+    print(f"version    {info.version}")
+    print(f"sha256     {info.sha256}")
+    print(f"input      {info.input_size}x{info.input_size} RGB -> {info.slices}-slice volume")
+    print(f"device     {info.device} (torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, rest: list[str]) -> int:
+    from facerecon.server import main as serve_main
+
+    return serve_main(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facerecon", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--weights", type=Path, default=None,
+                       help="checkpoint (default: $FACERECON_WEIGHTS or weights/facerecon.pt)")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")  # fmt: skip
+
+    rec = sub.add_parser("reconstruct", help="reconstruct photos (files or folders)")
+    rec.add_argument("photos", nargs="+", type=Path)
+    rec.add_argument("--out", type=Path, required=True, help="output folder")
+    rec.add_argument("--format", choices=EXPORTERS, default="glb")
+    rec.add_argument("--views", type=parse_angles, default=parse_angles("-60,-30,0,30,60"),
+                     help="comma-separated YAW or YAW:PITCH in degrees ('' for none)")  # fmt: skip
+    rec.add_argument("--size", type=int, default=256, help="view size in pixels")
+    rec.add_argument("--decimate", type=int, default=None, help="target face count")
+    rec.add_argument("--detector", type=Path, default=None,
+                     help="face detector model file (SCRFD or YuNet ONNX); "
+                          "without one each photo is treated as a face crop")  # fmt: skip
+    rec.add_argument("--quiet", action="store_true", help="no progress bar")
+    model_args(rec)
+
+    info = sub.add_parser("info", help="show the model, its parameters and the device")
+    model_args(info)
+
+    sub.add_parser("serve", help="run the gRPC server (see `facerecon serve --help`)",
+                   add_help=False)  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        return cmd_serve(argparse.Namespace(), argv[1:])
+    args = build_parser().parse_args(argv)
+    from facerecon.reconstructor import WeightsNotFound
+
+    try:
+        return {"reconstruct": cmd_reconstruct, "info": cmd_info}[args.command](args)
+    except WeightsNotFound as error:
+        print(f"facerecon: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

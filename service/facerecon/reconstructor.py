@@ -1,0 +1,281 @@
+"""The one entry point: image in, mesh + pose + views out.
+
+The CLI, the gRPC server, the tests and the benchmarks all go through `Reconstructor`.
+Its three stages are public so that the server can batch the network across requests:
+`prepare` (decode, check, crop) -> `predict` (one batched forward pass) -> `finish`
+(volume -> mesh -> pose -> views).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facerecon.crop import CropTransform, normalise_face
+from facerecon.errors import InputError
+from facerecon.image import decode_image
+from facerecon.mesh import Mesh, decimate, sample_colors, to_image_space, volume_to_mesh
+from facerecon.models import count_parameters, fold_batchnorm, load_checkpoint
+from facerecon.pose import Pose, estimate_pose
+from facerecon.render import frontal_view, render_views
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "facerecon.pt"
+MAX_VIEWS = 16
+VIEW_SIZES = (32, 1024)
+
+
+class WeightsNotFound(RuntimeError):
+    """No checkpoint where one was expected: the service never runs on random weights."""
+
+
+def default_weights_path() -> Path:
+    return Path(os.environ.get("FACERECON_WEIGHTS", DEFAULT_WEIGHTS))
+
+
+@dataclass(frozen=True)
+class ReconstructOptions:
+    views: tuple[tuple[float, float], ...] = ()  # (yaw, pitch) in degrees
+    view_size: int = 256
+    background: tuple[int, int, int] | None = None  # None: transparent
+    frontal: bool = True
+    pose: bool = True
+    decimate_faces: int | None = None
+
+    def validate(self) -> None:
+        if len(self.views) > MAX_VIEWS:
+            raise InputError(f"at most {MAX_VIEWS} views per request", field="options.views")
+        for yaw, pitch in self.views:
+            if not (np.isfinite(yaw) and np.isfinite(pitch)):
+                raise InputError("view angles must be finite numbers", field="options.views")
+            if abs(yaw) > 180 or abs(pitch) > 90:
+                raise InputError(
+                    "view yaw must be within ±180° and pitch within ±90°", field="options.views"
+                )
+        if not VIEW_SIZES[0] <= self.view_size <= VIEW_SIZES[1]:
+            raise InputError(
+                f"view size must be {VIEW_SIZES[0]}..{VIEW_SIZES[1]} pixels",
+                field="options.view_size",
+            )
+        if self.background is not None and not all(0 <= c <= 255 for c in self.background):
+            raise InputError("background must be three values in 0..255", field="options.background")
+        if self.decimate_faces is not None and self.decimate_faces < 100:
+            raise InputError("decimation target must be at least 100 faces",
+                             field="options.decimate_faces")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    variant: str
+    version: str
+    sha256: str
+    parameters: int
+    device: str
+    input_size: int
+    slices: int
+
+
+@dataclass
+class PreparedFace:
+    """A decoded image and its normalised crop, ready for the network."""
+
+    image: np.ndarray  # (H, W, 3) uint8, the decoded original
+    crop: np.ndarray  # (192, 192, 3) float32 in [0, 1]
+    transform: CropTransform
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class View:
+    yaw: float
+    pitch: float
+    image: np.ndarray  # (S, S, 4) uint8 RGBA
+
+
+@dataclass
+class Reconstruction:
+    mesh: Mesh
+    views: list[View]
+    frontal: View | None
+    pose: Pose | None
+    transform: CropTransform
+    timings_ms: dict[str, float]
+    model: ModelInfo
+
+
+class _Timer:
+    def __init__(self, timings: dict[str, float], stage: str):
+        self.timings, self.stage = timings, stage
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timings[self.stage] = (time.perf_counter() - self.start) * 1000.0
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+class Reconstructor:
+    """Loads a VRN checkpoint once; called on image bytes or an RGB array."""
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        device: str = "auto",
+        detector: str | Path | None = None,
+        compile: bool = False,
+        threads: int | None = None,
+        max_pixels: int = 40_000_000,
+    ):
+        path = Path(weights) if weights is not None else default_weights_path()
+        if not path.is_file():
+            raise WeightsNotFound(
+                f"no model weights at {path}. The trained checkpoint ships in the repository as "
+                "weights/facerecon.pt (git clone the project, or set FACERECON_WEIGHTS to a "
+                "checkpoint made by `python -m training.train`)."
+            )
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = resolve_device(device)
+        model, checkpoint = load_checkpoint(path, "cpu")
+        self.config = model.config
+        self.info = ModelInfo(
+            variant=checkpoint["variant"],
+            version=str(checkpoint["meta"].get("version", "unversioned")),
+            sha256=checkpoint["sha256"],
+            parameters=count_parameters(model),
+            device=str(self.device),
+            input_size=model.config.input_size,
+            slices=model.config.slices,
+        )
+        self.model = fold_batchnorm(model).to(self.device, memory_format=torch.channels_last)
+        # Half precision on the GPU; fp32 on the CPU, where bf16 convolutions are slower.
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.model = self.model.to(self.dtype)
+        if compile:
+            self.model = torch.compile(self.model, mode="max-autotune-no-cudagraphs")
+        self.max_pixels = max_pixels
+        self.detector = None
+        if detector is not None:
+            from facerecon.detect import load_detector
+
+            self.detector = load_detector(detector)
+
+    def warmup(self) -> None:
+        blank = np.zeros((self.info.input_size, self.info.input_size, 3), np.float32)
+        self._forward(np.stack([blank]))
+
+    def prepare(
+        self,
+        data: bytes | np.ndarray,
+        face_box: Sequence[float] | None = None,
+        landmarks: np.ndarray | Sequence[Sequence[float]] | None = None,
+    ) -> PreparedFace:
+        timings: dict[str, float] = {}
+        with _Timer(timings, "decode"):
+            if isinstance(data, np.ndarray):
+                image = _check_array(data)
+            else:
+                image = decode_image(data, max_pixels=self.max_pixels)
+        with _Timer(timings, "crop"):
+            if face_box is None and landmarks is None and self.detector is not None:
+                detections = self.detector.detect(image)
+                if not detections:
+                    raise InputError("no face found in the image", field="image")
+                face_box, landmarks = detections[0].box, detections[0].landmarks
+            face = normalise_face(image, box=face_box, landmarks=landmarks)
+        return PreparedFace(image, _as_float(face.image), face.transform, timings)
+
+    def predict(self, faces: Sequence[PreparedFace]) -> list[np.ndarray]:
+        """One forward pass over a batch: occupancy volumes (slices, size, size) in [0, 1]."""
+        start = time.perf_counter()
+        volumes = self._forward(np.stack([f.crop for f in faces]))
+        elapsed = (time.perf_counter() - start) * 1000.0
+        for f in faces:
+            f.timings_ms["network"] = elapsed
+        return list(volumes)
+
+    @torch.inference_mode()
+    def _forward(self, crops: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).to(self.device, self.dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        return torch.sigmoid(self.model(x)).float().cpu().numpy()
+
+    def finish(
+        self, face: PreparedFace, volume: np.ndarray, options: ReconstructOptions
+    ) -> Reconstruction:
+        options.validate()
+        timings = dict(face.timings_ms)
+        with _Timer(timings, "mesh"):
+            mesh = volume_to_mesh(volume)
+            if mesh.vertices.shape[0] == 0:
+                raise InputError(
+                    "no face surface was reconstructed from this image; send a photo in which "
+                    "a face fills most of the frame, or give its face_box",
+                    field="image",
+                )
+            if options.decimate_faces is not None and len(mesh.faces) > options.decimate_faces:
+                mesh = decimate(mesh, options.decimate_faces)
+            t = face.transform
+            mesh = sample_colors(to_image_space(mesh, t.scale, t.tx, t.ty), face.image)
+        pose = None
+        if options.pose or options.frontal:
+            with _Timer(timings, "pose"):
+                pose = estimate_pose(mesh)
+        with _Timer(timings, "render"):
+            views = []
+            if options.views:
+                images = render_views(mesh, options.views, options.view_size, options.background)
+                views = [View(y, p, im) for (y, p), im in zip(options.views, images)]
+            frontal = None
+            if options.frontal:
+                image = frontal_view(mesh, pose, options.view_size, options.background)
+                frontal = View(0.0, 0.0, image)
+        return Reconstruction(
+            mesh=mesh,
+            views=views,
+            frontal=frontal,
+            pose=pose if options.pose else None,
+            transform=face.transform,
+            timings_ms=timings,
+            model=self.info,
+        )
+
+    def __call__(
+        self,
+        data: bytes | np.ndarray,
+        face_box: Sequence[float] | None = None,
+        landmarks: np.ndarray | Sequence[Sequence[float]] | None = None,
+        options: ReconstructOptions | None = None,
+    ) -> Reconstruction:
+        options = options or ReconstructOptions()
+        options.validate()
+        face = self.prepare(data, face_box=face_box, landmarks=landmarks)
+        (volume,) = self.predict([face])
+        return self.finish(face, volume, options)
+
+
+def _check_array(image: np.ndarray) -> np.ndarray:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InputError("an image array must be uint8 RGB of shape (H, W, 3)", field="image")
+    if min(image.shape[:2]) < 32:
+        raise InputError("image is smaller than 32 pixels on a side", field="image")
+    return np.ascontiguousarray(image)
+
+
+def _as_float(crop: np.ndarray) -> np.ndarray:
+    if crop.dtype == np.uint8:
+        return crop.astype(np.float32) / 255.0
+    return crop.astype(np.float32, copy=False)
