@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from facerecon.errors import InputError
+from facerecon.reconstructor import Reconstructor, ReconstructOptions, WeightsNotFound
+
+
+@pytest.fixture(scope="module")
+def reconstructor(tiny_weights):
+    return Reconstructor(tiny_weights, device="cpu")
+
+
+def test_missing_weights_say_how_to_get_them(tmp_path):
+    with pytest.raises(WeightsNotFound, match="FACERECON_WEIGHTS"):
+        Reconstructor(tmp_path / "absent.pt")
+
+
+def test_info_describes_the_loaded_model(reconstructor, tiny_weights):
+    info = reconstructor.info
+    assert info.variant == "vrn-tiny" and info.version == "test"
+    assert info.input_size == 192 and info.slices == 200 and info.device == "cpu"
+
+
+def test_staged_and_one_call_paths_agree(reconstructor, astronaut_jpeg):
+    face = reconstructor.prepare(astronaut_jpeg)
+    assert face.crop.shape == (192, 192, 3) and face.crop.dtype == np.float32
+    (volume,) = reconstructor.predict([face])
+    assert volume.shape == (200, 192, 192)
+    assert 0.0 <= volume.min() and volume.max() <= 1.0
+    batch = reconstructor.predict([face, face])
+    np.testing.assert_allclose(batch[0], volume, atol=1e-4)
+
+
+def test_a_synthetic_volume_becomes_a_mesh_in_image_pixels(reconstructor, astronaut):
+    """finish() on a known ball volume: the mesh lands where the ball is in the image."""
+    face = reconstructor.prepare(astronaut)
+    d, y, x = np.mgrid[:200, :192, :192].astype(np.float32)
+    volume = ((x - 96) ** 2 + (y - 96) ** 2 + (d - 100) ** 2 <= 40**2).astype(np.float32)
+    options = ReconstructOptions(views=((-45.0, 0.0), (45.0, 10.0)), view_size=64)
+    result = reconstructor.finish(face, volume, options)
+    centre_image = face.transform.to_image(np.array([[96.0, 96.0]]))[0]
+    np.testing.assert_allclose(result.mesh.vertices[:, :2].mean(0), centre_image, atol=2.0)
+    radius = np.linalg.norm(result.mesh.vertices[:, :2] - centre_image, axis=1).max()
+    assert radius == pytest.approx(40 / face.transform.scale, rel=0.1)
+    assert result.mesh.colors.shape == (len(result.mesh.vertices), 3)
+    assert [(v.yaw, v.pitch) for v in result.views] == [(-45.0, 0.0), (45.0, 10.0)]
+    assert all(v.image.shape == (64, 64, 4) and v.image[..., 3].any() for v in result.views)
+    assert result.frontal is not None and result.pose is not None
+    assert set(result.timings_ms) >= {"decode", "crop", "network", "mesh", "render"}
+
+
+def test_an_empty_volume_is_a_clear_error_not_a_crash(reconstructor, astronaut):
+    face = reconstructor.prepare(astronaut)
+    with pytest.raises(InputError, match="no face surface"):
+        reconstructor.finish(face, np.zeros((200, 192, 192), np.float32), ReconstructOptions())
+
+
+@pytest.mark.parametrize(
+    "options, field",
+    [
+        (ReconstructOptions(views=((0.0, 200.0),)), "options.views"),
+        (ReconstructOptions(views=((float("nan"), 0.0),)), "options.views"),
+        (ReconstructOptions(view_size=5000), "options.view_size"),
+        (ReconstructOptions(decimate_faces=3), "options.decimate_faces"),
+        (ReconstructOptions(views=((0.0, 0.0),) * 17), "options.views"),
+    ],
+)
+def test_bad_options_name_their_field(reconstructor, astronaut, options, field):
+    with pytest.raises(InputError) as error:
+        reconstructor(astronaut, options=options)
+    assert error.value.field == field
+
+
+def test_bad_arrays_are_refused(reconstructor):
+    with pytest.raises(InputError):
+        reconstructor(np.zeros((100, 100), np.uint8))
+    with pytest.raises(InputError):
+        reconstructor(np.zeros((100, 100, 3), np.float32))
