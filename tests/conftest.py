@@ -15,15 +15,26 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
-@pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory) -> Path:
-    """A vrn-tiny checkpoint with random weights (tests never train)."""
+def make_tiny_checkpoint(path: Path) -> Path:
+    """vrn-tiny with a random trunk and a head that predicts a slab: the back half of the
+    volume occupied, whatever the image. Random heads predict ~0.5 everywhere, whose
+    iso-surface is noise; the slab gives every test a small, known, closed surface."""
     import torch
 
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save_checkpoint(path, create_model("vrn-tiny"), "vrn-tiny", meta={"version": "test"})
+    model = create_model("vrn-tiny")
+    head = model.heads[-1]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.where(torch.arange(200) < 100, 6.0, -6.0))
+    save_checkpoint(path, model, "vrn-tiny", meta={"version": "test"})
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A tiny checkpoint (tests never train): see `make_tiny_checkpoint`."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.pt")
 
 
 @pytest.fixture(scope="session")
