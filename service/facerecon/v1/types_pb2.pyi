@@ -1,0 +1,148 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class MeshEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MESH_ENCODING_UNSPECIFIED: _ClassVar[MeshEncoding]
+    MESH_ENCODING_RAW: _ClassVar[MeshEncoding]
+    MESH_ENCODING_GLB: _ClassVar[MeshEncoding]
+    MESH_ENCODING_PLY: _ClassVar[MeshEncoding]
+    MESH_ENCODING_OBJ: _ClassVar[MeshEncoding]
+
+class ImageFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMAGE_FORMAT_UNSPECIFIED: _ClassVar[ImageFormat]
+    IMAGE_FORMAT_PNG: _ClassVar[ImageFormat]
+    IMAGE_FORMAT_JPEG: _ClassVar[ImageFormat]
+MESH_ENCODING_UNSPECIFIED: MeshEncoding
+MESH_ENCODING_RAW: MeshEncoding
+MESH_ENCODING_GLB: MeshEncoding
+MESH_ENCODING_PLY: MeshEncoding
+MESH_ENCODING_OBJ: MeshEncoding
+IMAGE_FORMAT_UNSPECIFIED: ImageFormat
+IMAGE_FORMAT_PNG: ImageFormat
+IMAGE_FORMAT_JPEG: ImageFormat
+
+class FaceBox(_message.Message):
+    __slots__ = ("x0", "y0", "x1", "y1")
+    X0_FIELD_NUMBER: _ClassVar[int]
+    Y0_FIELD_NUMBER: _ClassVar[int]
+    X1_FIELD_NUMBER: _ClassVar[int]
+    Y1_FIELD_NUMBER: _ClassVar[int]
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    def __init__(self, x0: _Optional[float] = ..., y0: _Optional[float] = ..., x1: _Optional[float] = ..., y1: _Optional[float] = ...) -> None: ...
+
+class Landmarks(_message.Message):
+    __slots__ = ("xy",)
+    XY_FIELD_NUMBER: _ClassVar[int]
+    xy: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, xy: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Color(_message.Message):
+    __slots__ = ("r", "g", "b")
+    R_FIELD_NUMBER: _ClassVar[int]
+    G_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    r: int
+    g: int
+    b: int
+    def __init__(self, r: _Optional[int] = ..., g: _Optional[int] = ..., b: _Optional[int] = ...) -> None: ...
+
+class ViewAngle(_message.Message):
+    __slots__ = ("yaw_deg", "pitch_deg")
+    YAW_DEG_FIELD_NUMBER: _ClassVar[int]
+    PITCH_DEG_FIELD_NUMBER: _ClassVar[int]
+    yaw_deg: float
+    pitch_deg: float
+    def __init__(self, yaw_deg: _Optional[float] = ..., pitch_deg: _Optional[float] = ...) -> None: ...
+
+class ReconstructOptions(_message.Message):
+    __slots__ = ("mesh_encodings", "views", "view_size", "view_format", "background", "frontal_view", "pose", "decimate_faces")
+    MESH_ENCODINGS_FIELD_NUMBER: _ClassVar[int]
+    VIEWS_FIELD_NUMBER: _ClassVar[int]
+    VIEW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_FIELD_NUMBER: _ClassVar[int]
+    FRONTAL_VIEW_FIELD_NUMBER: _ClassVar[int]
+    POSE_FIELD_NUMBER: _ClassVar[int]
+    DECIMATE_FACES_FIELD_NUMBER: _ClassVar[int]
+    mesh_encodings: _containers.RepeatedScalarFieldContainer[MeshEncoding]
+    views: _containers.RepeatedCompositeFieldContainer[ViewAngle]
+    view_size: int
+    view_format: ImageFormat
+    background: Color
+    frontal_view: bool
+    pose: bool
+    decimate_faces: int
+    def __init__(self, mesh_encodings: _Optional[_Iterable[_Union[MeshEncoding, str]]] = ..., views: _Optional[_Iterable[_Union[ViewAngle, _Mapping]]] = ..., view_size: _Optional[int] = ..., view_format: _Optional[_Union[ImageFormat, str]] = ..., background: _Optional[_Union[Color, _Mapping]] = ..., frontal_view: _Optional[bool] = ..., pose: _Optional[bool] = ..., decimate_faces: _Optional[int] = ...) -> None: ...
+
+class RawMesh(_message.Message):
+    __slots__ = ("vertex_count", "face_count", "vertices", "faces", "colors", "normals")
+    VERTEX_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FACE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    VERTICES_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    COLORS_FIELD_NUMBER: _ClassVar[int]
+    NORMALS_FIELD_NUMBER: _ClassVar[int]
+    vertex_count: int
+    face_count: int
+    vertices: bytes
+    faces: bytes
+    colors: bytes
+    normals: bytes
+    def __init__(self, vertex_count: _Optional[int] = ..., face_count: _Optional[int] = ..., vertices: _Optional[bytes] = ..., faces: _Optional[bytes] = ..., colors: _Optional[bytes] = ..., normals: _Optional[bytes] = ...) -> None: ...
+
+class Mesh(_message.Message):
+    __slots__ = ("raw", "glb", "ply", "obj")
+    RAW_FIELD_NUMBER: _ClassVar[int]
+    GLB_FIELD_NUMBER: _ClassVar[int]
+    PLY_FIELD_NUMBER: _ClassVar[int]
+    OBJ_FIELD_NUMBER: _ClassVar[int]
+    raw: RawMesh
+    glb: bytes
+    ply: bytes
+    obj: bytes
+    def __init__(self, raw: _Optional[_Union[RawMesh, _Mapping]] = ..., glb: _Optional[bytes] = ..., ply: _Optional[bytes] = ..., obj: _Optional[bytes] = ...) -> None: ...
+
+class View(_message.Message):
+    __slots__ = ("yaw_deg", "pitch_deg", "width", "height", "format", "image")
+    YAW_DEG_FIELD_NUMBER: _ClassVar[int]
+    PITCH_DEG_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    yaw_deg: float
+    pitch_deg: float
+    width: int
+    height: int
+    format: ImageFormat
+    image: bytes
+    def __init__(self, yaw_deg: _Optional[float] = ..., pitch_deg: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[_Union[ImageFormat, str]] = ..., image: _Optional[bytes] = ...) -> None: ...
+
+class Pose(_message.Message):
+    __slots__ = ("yaw_deg", "pitch_deg", "roll_deg")
+    YAW_DEG_FIELD_NUMBER: _ClassVar[int]
+    PITCH_DEG_FIELD_NUMBER: _ClassVar[int]
+    ROLL_DEG_FIELD_NUMBER: _ClassVar[int]
+    yaw_deg: float
+    pitch_deg: float
+    roll_deg: float
+    def __init__(self, yaw_deg: _Optional[float] = ..., pitch_deg: _Optional[float] = ..., roll_deg: _Optional[float] = ...) -> None: ...
+
+class ModelVersion(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
