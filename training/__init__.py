@@ -1,0 +1,1 @@
+"""Synthetic data engine, training and evaluation for facerecon's VRN."""

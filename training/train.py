@@ -1,0 +1,229 @@
+"""Train a VRN on the synthetic engine: `python -m training.train --config training/configs/X.yaml`.
+
+Single process on CPU or one GPU, or DDP under `torchrun` (WORLD_SIZE > 1). The run
+folder gets `log.jsonl` (one JSON object per logged step), `state.pt` (everything needed
+to resume: model, optimiser, step, RNG) and `model.pt` (fp16 weights for the service,
+with the config and the data recipe inside), both rewritten every
+`checkpoint_minutes`. Rerunning the same command resumes from `state.pt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from facerecon.models import count_parameters, create_model, save_checkpoint
+from training.engine.synth import EngineConfig, SyntheticFaces
+from training.losses import StackLogits, volume_iou, volume_loss, volume_targets
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULTS = {
+    "variant": "vrn-light",
+    "batch_size": 8,  # per process
+    "steps": 3000,
+    "optimizer": "adamw",  # or "rmsprop" (the paper: lr 1e-4)
+    "lr": 2e-4,
+    "min_lr_ratio": 0.1,  # cosine decay to lr * this at `steps`
+    "warmup_steps": 100,
+    "weight_decay": 1e-4,
+    "grad_clip": 1.0,
+    "loss_resolution": "pooled",  # "pooled" (48 x 48 soft targets) or "full"
+    "seed": 0,
+    "threads": 0,  # torch CPU threads; 0 keeps torch's default
+    "device": "auto",
+    "log_every": 10,
+    "checkpoint_minutes": 5.0,
+    "run_dir": "runs/default",
+    "shared": str(REPO.parent / "shared"),
+    "photo_limit": None,  # use only the first N training photos (tests)
+    "engine": {},
+}
+
+
+def load_config(path: str | Path, overrides: list[str]) -> dict:
+    config = dict(DEFAULTS)
+    config.update(yaml.safe_load(Path(path).read_text()) or {})
+    for item in overrides:  # key=value, value parsed as YAML
+        key, _, value = item.partition("=")
+        if key not in DEFAULTS:
+            raise KeyError(f"unknown config key {key!r}")
+        config[key] = yaml.safe_load(value)
+    return config
+
+
+def learning_rate(config: dict, step: int) -> float:
+    if step < config["warmup_steps"]:
+        return config["lr"] * (step + 1) / config["warmup_steps"]
+    progress = min(
+        1.0, (step - config["warmup_steps"]) / max(1, config["steps"] - config["warmup_steps"])
+    )
+    floor = config["min_lr_ratio"]
+    return config["lr"] * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(config: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if config["optimizer"] == "adamw":
+        return torch.optim.AdamW(
+            model.parameters(), config["lr"], weight_decay=config["weight_decay"]
+        )
+    if config["optimizer"] == "rmsprop":
+        return torch.optim.RMSprop(model.parameters(), config["lr"])
+    raise ValueError(f"unknown optimizer {config['optimizer']!r}")
+
+
+def init_output_bias(model: torch.nn.Module, engine: SyntheticFaces, config: dict) -> None:
+    """Start the output layers at the mean occupancy's logit: skips a slow first phase."""
+    batch = engine.batch(-1, config["batch_size"])  # a batch training never draws
+    occupancy = volume_targets(batch.front, batch.back, "pooled").mean().clamp(0.01, 0.99)
+    with torch.no_grad():
+        for head in model.heads:
+            head.bias.fill_(torch.logit(occupancy).item())
+
+
+def hardware(device: torch.device, world: int) -> str:
+    if device.type == "cuda":
+        return f"{world} x {torch.cuda.get_device_name(device)}"
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(config: dict) -> Path:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if config["device"] == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(config["device"])
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+    if config["threads"]:
+        torch.set_num_threads(config["threads"])
+    torch.manual_seed(config["seed"] + rank)
+    run_dir = Path(config["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    engine = SyntheticFaces.from_shared(
+        config["shared"], run_dir.parent / "cache", "train", config["photo_limit"],
+        config=EngineConfig.from_dict(config["engine"]), seed=config["seed"], device=device,
+    )  # fmt: skip
+    model = create_model(config["variant"]).to(device)
+    optimizer = make_optimizer(config, model)
+    state_path, step, samples, seconds = run_dir / "state.pt", 0, 0, 0.0
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, samples, seconds = state["step"], state["samples"], state["seconds"]
+        torch.set_rng_state(state["torch_rng"])
+    else:
+        init_output_bias(model, engine, config)
+    net = StackLogits(model)
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if rank == 0:
+        where = f"resuming at step {step}" if step else "starting"
+        print(f"{config['variant']}: {count_parameters(model):,} parameters on "
+              f"{hardware(device, world)}; {where}", flush=True)  # fmt: skip
+
+    def save() -> None:
+        if rank != 0:
+            return
+        atomic_save(
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+             "samples": samples, "seconds": seconds, "torch_rng": torch.get_rng_state(),
+             "config": config},
+            state_path,
+        )  # fmt: skip
+        meta = {
+            "data": "facerecon synthetic engine (ICT face model shapes, UTKFace photo textures)",
+            "engine": asdict(engine.config), "seed": config["seed"], "steps": step,
+            "samples_seen": samples, "hours": round(seconds / 3600, 3),
+            "hardware": hardware(device, world), "train_config": config,
+            "loss": f"per-voxel sigmoid cross-entropy ({config['loss_resolution']})",
+        }  # fmt: skip
+        tmp = run_dir / "model.tmp"
+        save_checkpoint(tmp, model, config["variant"], meta)
+        os.replace(tmp, run_dir / "model.pt")
+
+    log = open(run_dir / "log.jsonl", "a") if rank == 0 else None
+    model.train()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    last_save = last_log = time.time()
+    window_samples = 0
+    while step < config["steps"]:
+        started = time.time()
+        batch = engine.batch(step * world + rank, config["batch_size"])
+        targets = volume_targets(batch.front, batch.back, config["loss_resolution"])
+        data_seconds = time.time() - started
+        lr = learning_rate(config, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with autocast:
+            stacks = net(batch.image)
+        loss = volume_loss(stacks, targets, config["loss_resolution"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
+        optimizer.step()
+        step += 1
+        samples += config["batch_size"] * world
+        window_samples += config["batch_size"] * world
+        now = time.time()
+        seconds += now - started
+
+        if log and (step % config["log_every"] == 0 or step == config["steps"]):
+            with torch.no_grad():
+                logits = stacks[-1].float()
+                if config["loss_resolution"] == "full":
+                    logits = torch.nn.functional.interpolate(
+                        logits, scale_factor=4.0, mode="bilinear"
+                    )
+                iou = volume_iou(logits, targets).item()
+            rate = window_samples / (now - last_log)
+            record = {"step": step, "loss": round(loss.item(), 5), "iou": round(iou, 4), "lr": lr,
+                      "samples": samples, "samples_per_s": round(rate, 3),
+                      "data_s": round(data_seconds, 3), "hours": round(seconds / 3600, 4),
+                      "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}  # fmt: skip
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            last_log, window_samples = now, 0
+        if now - last_save > 60 * config["checkpoint_minutes"]:
+            save()
+            last_save = now
+    save()
+    if world > 1:
+        dist.destroy_process_group()
+    return run_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override config entries (value parsed as YAML)")  # fmt: skip
+    args = parser.parse_args()
+    train(load_config(args.config, args.set))
+
+
+if __name__ == "__main__":
+    main()
