@@ -1,0 +1,194 @@
+"""`facerecon-client`: reconstruct photos on a facerecon server, or show what it serves.
+
+    facerecon-client reconstruct localhost:50051 face.jpg more/ --out out/ --views -45,0,45
+    facerecon-client reconstruct localhost:50051 photos/ --out out/ --batch   # one stream
+    facerecon-client info localhost:50051
+
+Connection flags (or FACERECON_TOKEN for the token): --tls, --ca, --cert/--key (mutual TLS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+from google.protobuf import json_format
+from tqdm import tqdm
+
+from facerecon.v1 import service_pb2 as pb
+from facerecon.v1 import types_pb2 as types
+from facerecon_client.client import FaceReconClient
+from facerecon_client.requests import build_request
+from facerecon_client.results import bad_request_fields
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+def parse_angles(text: str) -> list[tuple[float, float]]:
+    """'-60,0,60' -> yaws at pitch 0; 'YAW:PITCH' items give both, e.g. '30:10,-30:10'."""
+    angles = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        yaw, _, pitch = item.partition(":")
+        try:
+            angles.append((float(yaw), float(pitch or 0.0)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"bad view angle {item!r}: use YAW or YAW:PITCH"
+            ) from None
+    return angles
+
+
+def iter_photos(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield path
+
+
+def connect(args: argparse.Namespace) -> FaceReconClient:
+    token = args.token or os.environ.get("FACERECON_TOKEN")
+    return FaceReconClient(
+        args.target,
+        tls=args.tls,
+        root_certificates=args.ca,
+        certificate_chain=args.cert,
+        private_key=args.key,
+        token=token,
+    )
+
+
+def save(reply: pb.ReconstructResponse, stem: str, out: Path, mesh_format: str) -> list[Path]:
+    """Write the mesh, the views and the pose/timings JSON; returns the files written."""
+    written = [out / f"{stem}.{mesh_format}"]
+    written[0].write_bytes(getattr(reply.mesh, mesh_format))
+    views = [(f"{stem}_yaw{v.yaw_deg:+.0f}_pitch{v.pitch_deg:+.0f}", v) for v in reply.views]
+    if reply.HasField("frontal_view"):
+        views.append((f"{stem}_frontal", reply.frontal_view))
+    for name, view in views:
+        suffix = "jpg" if view.format == types.IMAGE_FORMAT_JPEG else "png"
+        path = out / f"{name}.{suffix}"
+        path.write_bytes(view.image)
+        written.append(path)
+    summary = {
+        "model": json_format.MessageToDict(reply.model),
+        "pose": json_format.MessageToDict(reply.pose) if reply.HasField("pose") else None,
+        "timings_ms": dict(reply.timings_ms),
+    }
+    (out / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return written
+
+
+def describe_error(error: grpc.RpcError) -> str:
+    fields = bad_request_fields(error)
+    where = "; ".join(f"{f}: {d}" for f, d in fields.items())
+    return f"{error.code().name}: {where or error.details()}"
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    photos = list(iter_photos(args.photos))
+    if not photos:
+        print("no photos found", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    options = dict(
+        mesh_encodings=(args.format,),
+        views=args.views,
+        view_size=args.size,
+        frontal_view=args.frontal,
+        pose=True,
+        decimate_faces=args.decimate,
+    )
+    failures = 0
+    progress = tqdm(total=len(photos), unit="face", disable=args.quiet, file=sys.stderr)
+    with connect(args) as client:
+        if args.batch:  # one stream; request ids are the photos' indices
+            requests = (
+                build_request(p, request_id=str(i), **options) for i, p in enumerate(photos)
+            )
+            for reply in client.reconstruct_stream(requests):
+                photo = photos[int(reply.request_id)]
+                if reply.HasField("error"):
+                    failures += 1
+                    fields = bad_request_fields(reply.error)
+                    detail = (
+                        "; ".join(f"{f}: {d}" for f, d in fields.items()) or reply.error.message
+                    )
+                    progress.write(f"{photo}: FAILED: {detail}")
+                else:
+                    save(reply.response, photo.stem, args.out, args.format)
+                progress.update()
+        else:
+            for photo in photos:
+                try:
+                    reply = client.reconstruct(photo.read_bytes(), request_id=photo.name, **options)
+                    save(reply, photo.stem, args.out, args.format)
+                except grpc.RpcError as error:
+                    failures += 1
+                    progress.write(f"{photo}: FAILED: {describe_error(error)}")
+                progress.update()
+    progress.close()
+    return 1 if failures else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        info = client.model_info()
+    print(json_format.MessageToJson(info, preserving_proto_field_name=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facerecon-client",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def connection(p: argparse.ArgumentParser) -> None:
+        p.add_argument("target", help="HOST:PORT of the server")
+        p.add_argument("--tls", action="store_true", help="use TLS (system root certificates)")
+        p.add_argument("--ca", type=Path, help="PEM root certificates to trust (implies --tls)")
+        p.add_argument("--cert", type=Path, help="PEM client certificate (mutual TLS)")
+        p.add_argument("--key", type=Path, help="PEM client private key (mutual TLS)")
+        p.add_argument("--token", help="bearer token (default: $FACERECON_TOKEN)")
+
+    rec = sub.add_parser("reconstruct", help="reconstruct photos (files or folders)")
+    connection(rec)
+    rec.add_argument("photos", nargs="+", type=Path)
+    rec.add_argument("--out", type=Path, required=True, help="output folder")
+    rec.add_argument("--format", choices=("glb", "ply", "obj"), default="glb")
+    rec.add_argument(
+        "--views",
+        type=parse_angles,
+        default=parse_angles("-60,-30,0,30,60"),
+        help="comma-separated YAW or YAW:PITCH in degrees ('' for none)",
+    )
+    rec.add_argument("--size", type=int, default=256, help="view size in pixels")
+    rec.add_argument("--frontal", action="store_true", help="also render the frontal view")
+    rec.add_argument("--decimate", type=int, default=None, help="target triangle count")
+    rec.add_argument("--batch", action="store_true", help="send all photos over one stream")
+    rec.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    info = sub.add_parser("info", help="show the served model and the server's limits")
+    connection(info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"reconstruct": cmd_reconstruct, "info": cmd_info}[args.command](args)
+    except grpc.RpcError as error:
+        print(f"facerecon-client: {describe_error(error)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

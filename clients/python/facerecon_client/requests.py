@@ -1,0 +1,55 @@
+"""Building requests from plain Python values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from facerecon.v1 import service_pb2 as pb
+from facerecon.v1 import types_pb2 as types
+
+MESH_ENCODINGS = {
+    "raw": types.MESH_ENCODING_RAW,
+    "glb": types.MESH_ENCODING_GLB,
+    "ply": types.MESH_ENCODING_PLY,
+    "obj": types.MESH_ENCODING_OBJ,
+}
+IMAGE_FORMATS = {"png": types.IMAGE_FORMAT_PNG, "jpeg": types.IMAGE_FORMAT_JPEG}
+
+
+def build_request(
+    image: bytes | str | Path,
+    *,
+    request_id: str = "",
+    face_box: Sequence[float] | None = None,
+    landmarks: Iterable[Sequence[float]] | None = None,
+    mesh_encodings: Iterable[str] = ("glb",),
+    views: Iterable[tuple[float, float]] = (),
+    view_size: int = 256,
+    view_format: str = "png",
+    background: tuple[int, int, int] | None = None,
+    frontal_view: bool = False,
+    pose: bool = True,
+    decimate_faces: int | None = None,
+) -> pb.ReconstructRequest:
+    """A ReconstructRequest; `image` is encoded bytes or a file path. Angles in degrees."""
+    if not isinstance(image, bytes):
+        image = Path(image).read_bytes()
+    options = types.ReconstructOptions(
+        mesh_encodings=[MESH_ENCODINGS[e.lower()] for e in mesh_encodings],
+        views=[types.ViewAngle(yaw_deg=yaw, pitch_deg=pitch) for yaw, pitch in views],
+        view_size=view_size,
+        view_format=IMAGE_FORMATS[view_format.lower()],
+        frontal_view=frontal_view,
+        pose=pose,
+        decimate_faces=decimate_faces or 0,
+    )
+    if background is not None:
+        options.background.CopyFrom(types.Color(r=background[0], g=background[1], b=background[2]))
+    request = pb.ReconstructRequest(request_id=request_id, image=image, options=options)
+    if face_box is not None:
+        x0, y0, x1, y1 = face_box
+        request.face_box.CopyFrom(types.FaceBox(x0=x0, y0=y0, x1=x1, y1=y1))
+    elif landmarks is not None:
+        request.landmarks.xy.extend(float(v) for point in landmarks for v in point)
+    return request

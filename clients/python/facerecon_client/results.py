@@ -1,0 +1,53 @@
+"""Turning replies back into arrays and meshes, and errors into field violations."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import grpc
+import numpy as np
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from facerecon.v1 import service_pb2 as pb
+from facerecon.v1 import types_pb2 as types
+
+if TYPE_CHECKING:
+    from facerecon.mesh import Mesh
+
+
+def mesh_arrays(raw: types.RawMesh) -> dict[str, np.ndarray]:
+    """vertices float32 (V, 3), faces int32 (F, 3), colors uint8 (V, 3), normals float32
+    (V, 3) from a RawMesh (request MESH_ENCODING_RAW); empty arrays are left out."""
+    v, f = raw.vertex_count, raw.face_count
+    arrays = {
+        "vertices": np.frombuffer(raw.vertices, "<f4").reshape(v, 3),
+        "faces": np.frombuffer(raw.faces, "<i4").reshape(f, 3),
+    }
+    if raw.colors:
+        arrays["colors"] = np.frombuffer(raw.colors, np.uint8).reshape(v, 3)
+    if raw.normals:
+        arrays["normals"] = np.frombuffer(raw.normals, "<f4").reshape(v, 3)
+    return arrays
+
+
+def to_mesh(response: pb.ReconstructResponse) -> Mesh:
+    """The reply's raw mesh as a facerecon.mesh.Mesh (needs the facerecon package)."""
+    from facerecon.mesh import Mesh
+
+    if not response.mesh.HasField("raw"):
+        raise ValueError("the reply has no raw mesh: request mesh_encodings=('raw', ...)")
+    return Mesh(**{k: a.copy() for k, a in mesh_arrays(response.mesh.raw).items()})
+
+
+def bad_request_fields(error: grpc.RpcError | status_pb2.Status) -> dict[str, str]:
+    """{field: description} from the google.rpc.BadRequest details of an INVALID_ARGUMENT
+    error (a unary call's RpcError, or a stream reply's in-band `error`)."""
+    status = error if isinstance(error, status_pb2.Status) else rpc_status.from_call(error)
+    fields: dict[str, str] = {}
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields.update({v.field: v.description for v in bad.field_violations})
+    return fields

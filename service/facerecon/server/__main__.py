@@ -1,0 +1,5 @@
+import sys
+
+from facerecon.server.main import main
+
+sys.exit(main())

@@ -1,0 +1,141 @@
+"""Between the wire and the engine: request messages -> engine arguments, results -> replies.
+
+Checks here cover only what the protocol adds (enum values, landmark counts, id length);
+everything else (image, face box, view angles and sizes) is validated by the engine, which
+raises `InputError` naming the field.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from facerecon import export
+from facerecon.errors import InputError
+from facerecon.reconstructor import Reconstruction, ReconstructOptions, View
+from facerecon.v1 import service_pb2 as pb
+from facerecon.v1 import types_pb2 as types
+
+MAX_REQUEST_ID = 128
+DEFAULT_VIEW_SIZE = 256
+JPEG_QUALITY = 90
+WHITE = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    request_id: str
+    image: bytes
+    face_box: tuple[float, float, float, float] | None
+    landmarks: np.ndarray | None
+    options: ReconstructOptions
+    encodings: frozenset[int]  # MeshEncoding values
+    view_format: int  # ImageFormat value (PNG or JPEG)
+
+
+def parse_request(request: pb.ReconstructRequest, request_id: str) -> ParsedRequest:
+    """Engine arguments for a request; InputError for what the protocol itself forbids."""
+    if len(request_id) > MAX_REQUEST_ID:
+        raise InputError(
+            f"request_id is longer than {MAX_REQUEST_ID} characters", field="request_id"
+        )
+    if not request.image:
+        raise InputError("image is empty: send the photo's encoded bytes", field="image")
+    face_box = landmarks = None
+    if request.HasField("face_box"):
+        b = request.face_box
+        face_box = (b.x0, b.y0, b.x1, b.y1)
+    elif request.HasField("landmarks"):
+        xy = np.asarray(request.landmarks.xy, dtype=np.float32)
+        if xy.size not in (10, 136):
+            raise InputError(
+                "landmarks must be 5 or 68 points (10 or 136 values x, y, ...)", field="landmarks"
+            )
+        landmarks = xy.reshape(-1, 2)
+    o = request.options
+    encodings = frozenset(o.mesh_encodings) or frozenset({types.MESH_ENCODING_GLB})
+    if not encodings <= set(types.MeshEncoding.values()) - {types.MESH_ENCODING_UNSPECIFIED}:
+        raise InputError(
+            "unknown mesh encoding: use RAW, GLB, PLY or OBJ", field="options.mesh_encodings"
+        )
+    view_format = o.view_format or types.IMAGE_FORMAT_PNG
+    if view_format not in (types.IMAGE_FORMAT_PNG, types.IMAGE_FORMAT_JPEG):
+        raise InputError("unknown view format: use PNG or JPEG", field="options.view_format")
+    background = (
+        (o.background.r, o.background.g, o.background.b) if o.HasField("background") else None
+    )
+    options = ReconstructOptions(
+        views=tuple((v.yaw_deg, v.pitch_deg) for v in o.views),
+        view_size=o.view_size or DEFAULT_VIEW_SIZE,
+        background=background,
+        frontal=o.frontal_view,
+        pose=o.pose,
+        decimate_faces=o.decimate_faces or None,
+    )
+    options.validate()
+    return ParsedRequest(
+        request_id, request.image, face_box, landmarks, options, encodings, view_format
+    )
+
+
+def build_response(result: Reconstruction, parsed: ParsedRequest) -> pb.ReconstructResponse:
+    """The reply for a finished reconstruction (encodes mesh files and views: CPU work)."""
+    mesh = result.mesh
+    out = types.Mesh()
+    if types.MESH_ENCODING_RAW in parsed.encodings:
+        out.raw.CopyFrom(
+            types.RawMesh(
+                vertex_count=len(mesh.vertices),
+                face_count=len(mesh.faces),
+                vertices=mesh.vertices.astype("<f4").tobytes(),
+                faces=mesh.faces.astype("<i4").tobytes(),
+                colors=b"" if mesh.colors is None else mesh.colors.astype(np.uint8).tobytes(),
+                normals=b"" if mesh.normals is None else mesh.normals.astype("<f4").tobytes(),
+            )
+        )
+    if types.MESH_ENCODING_GLB in parsed.encodings:
+        out.glb = export.to_glb(mesh)
+    if types.MESH_ENCODING_PLY in parsed.encodings:
+        out.ply = export.to_ply(mesh)
+    if types.MESH_ENCODING_OBJ in parsed.encodings:
+        out.obj = export.to_obj(mesh)
+    response = pb.ReconstructResponse(
+        request_id=parsed.request_id,
+        mesh=out,
+        views=[encode_view(v, parsed) for v in result.views],
+        model=types.ModelVersion(name=result.model.variant, version=result.model.version),
+    )
+    if result.frontal is not None:
+        response.frontal_view.CopyFrom(encode_view(result.frontal, parsed))
+    if result.pose is not None:
+        p = result.pose
+        response.pose.CopyFrom(types.Pose(yaw_deg=p.yaw, pitch_deg=p.pitch, roll_deg=p.roll))
+    return response
+
+
+def encode_view(view: View, parsed: ParsedRequest) -> types.View:
+    height, width = view.image.shape[:2]
+    if parsed.view_format == types.IMAGE_FORMAT_JPEG:
+        data = to_jpeg(view.image, parsed.options.background or WHITE)
+    else:
+        data = export.to_png(view.image)
+    return types.View(
+        yaw_deg=view.yaw,
+        pitch_deg=view.pitch,
+        width=width,
+        height=height,
+        format=parsed.view_format,
+        image=data,
+    )
+
+
+def to_jpeg(rgba: np.ndarray, background: tuple[int, int, int]) -> bytes:
+    """RGBA drawn over `background`, as JPEG (which has no alpha)."""
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    rgb = rgba[..., :3] * alpha + np.asarray(background, np.float32) * (1.0 - alpha)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb.round().astype(np.uint8)).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()

@@ -1,0 +1,79 @@
+"""`facerecon serve` / `python -m facerecon.server`: run the server until SIGTERM or SIGINT.
+
+On the signal, health turns NOT_SERVING (load balancers stop sending), new calls are
+refused, and calls in flight get `--grace-period-s` seconds to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from facerecon.reconstructor import WeightsNotFound
+from facerecon.server.app import create_server
+from facerecon.server.config import ServerConfig
+from facerecon.server.logs import configure_logging
+
+log = logging.getLogger(__name__)
+
+
+async def serve(config: ServerConfig) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully."""
+    server, port = create_server(config)
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task] = []
+
+    def on_signal(signum: int) -> None:
+        if not stopping:  # a second signal does not restart the grace period
+            log.info(
+                "shutting down",
+                extra={
+                    "fields": {
+                        "signal": signal.Signals(signum).name,
+                        "grace_s": config.grace_period_s,
+                    }
+                },
+            )
+            stopping.append(loop.create_task(server.stop()))
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await server.start()
+    log.info(
+        "listening",
+        extra={
+            "fields": {
+                "port": port,
+                "metrics_port": server.metrics_port,
+                "tls": config.tls_cert is not None,
+                "mutual_tls": config.tls_client_ca is not None,
+                "auth": bool(config.tokens()),
+            }
+        },
+    )
+    try:
+        await server.wait_for_termination()
+    finally:
+        if not stopping:
+            await server.stop(0)
+        else:
+            await stopping[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit status."""
+    config = ServerConfig.from_args(argv)
+    configure_logging(config.log_level)
+    try:
+        asyncio.run(serve(config))
+    except WeightsNotFound as error:
+        log.error("no model weights", extra={"fields": {"error": str(error)}})
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

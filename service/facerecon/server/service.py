@@ -1,0 +1,228 @@
+"""FaceReconService: the request pipeline behind Reconstruct, ReconstructStream, GetModelInfo.
+
+One request: admission (a slot, or RESOURCE_EXHAUSTED) -> parse -> prepare (decode, crop;
+CPU pool) -> network (dynamic batcher) -> finish (mesh, pose, views; CPU pool) -> encode
+(mesh files, view images; CPU pool). Before every stage the call is checked: work for a
+client that has gone or whose deadline has passed is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from facerecon.errors import InputError
+from facerecon.reconstructor import MAX_VIEWS, VIEW_SIZES, PreparedFace, Reconstructor
+from facerecon.server import convert
+from facerecon.server.admission import Admission, Slot
+from facerecon.server.batcher import DynamicBatcher
+from facerecon.server.config import ServerConfig
+from facerecon.server.metrics import ServerMetrics
+from facerecon.server.status import RpcFailure, abort, bad_request, failure
+from facerecon.v1 import service_pb2 as pb
+from facerecon.v1 import service_pb2_grpc
+from facerecon.v1 import types_pb2 as types
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Engine:
+    """What the service needs once the model is loaded."""
+
+    reconstructor: Reconstructor
+    batcher: DynamicBatcher[PreparedFace, np.ndarray]
+
+
+class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
+    def __init__(self, config: ServerConfig, metrics: ServerMetrics, pool: ThreadPoolExecutor):
+        self.config = config
+        self.metrics = metrics
+        self.pool = pool
+        self.admission = Admission(config.max_inflight, metrics)
+        self.engine: Engine | None = None  # set once the model is loaded and warm
+        self.draining = False  # set on shutdown: new requests are refused
+
+    async def Reconstruct(
+        self, request: pb.ReconstructRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReconstructResponse:
+        try:
+            engine = self._ready()
+            slot = await self.admission.try_enter()
+            if slot is None:
+                raise failure(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"server busy: {self.config.max_inflight} requests in progress; "
+                    "retry with backoff",
+                )
+            try:
+                return await self._reconstruct(engine, request, request.request_id, slot, context)
+            finally:
+                slot.close()
+        except RpcFailure as error:
+            await abort(context, error.status)
+
+    async def ReconstructStream(
+        self,
+        requests: AsyncIterator[pb.ReconstructStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ReconstructStreamResponse]:
+        try:
+            engine = self._ready()
+        except RpcFailure as error:
+            await abort(context, error.status)
+        window = asyncio.Semaphore(self.config.max_stream_inflight)
+        replies: asyncio.Queue[pb.ReconstructStreamResponse | None] = asyncio.Queue()
+        tasks: set[asyncio.Task] = set()
+
+        async def answer(item: pb.ReconstructRequest, request_id: str, slot: Slot) -> None:
+            try:
+                response = await self._reconstruct(engine, item, request_id, slot, context)
+                reply = pb.ReconstructStreamResponse(request_id=request_id, response=response)
+            except RpcFailure as error:
+                reply = pb.ReconstructStreamResponse(request_id=request_id, error=error.status)
+            finally:
+                slot.close()
+            replies.put_nowait(reply)
+
+        async def read_all() -> None:
+            # Reads a request only when this stream has a free window place (given back once
+            # its reply is sent) and the server a free slot: the backlog stays in the client
+            # and the transport, never here.
+            index = 0
+            try:
+                async for message in requests:
+                    await window.acquire()
+                    slot = await self.admission.enter()
+                    request_id = message.request.request_id or str(index)
+                    index += 1
+                    task = asyncio.create_task(answer(message.request, request_id, slot))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                for _ in range(self.config.max_stream_inflight):  # all answered
+                    await window.acquire()
+            finally:
+                replies.put_nowait(None)
+
+        reader = asyncio.create_task(read_all())
+        try:
+            while (reply := await replies.get()) is not None:
+                yield reply
+                window.release()
+            await reader  # re-raises a transport error from reading
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    async def GetModelInfo(
+        self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetModelInfoResponse:
+        try:
+            engine = self._ready()
+        except RpcFailure as error:
+            await abort(context, error.status)
+        info = engine.reconstructor.info
+        c = self.config
+        features = [
+            "mesh_raw",
+            "mesh_glb",
+            "mesh_ply",
+            "mesh_obj",
+            "views_png",
+            "views_jpeg",
+            "face_box",
+            "landmarks_5",
+            "landmarks_68",
+            "pose",
+            "frontal_view",
+        ]
+        if engine.reconstructor.detector is not None:
+            features.append("face_detector")
+        return pb.GetModelInfoResponse(
+            model=types.ModelVersion(name=info.variant, version=info.version),
+            weights_sha256=info.sha256,
+            parameters=info.parameters,
+            input_size=info.input_size,
+            volume_slices=info.slices,
+            device=info.device,
+            limits=pb.Limits(
+                max_receive_message_bytes=c.max_receive_message_bytes,
+                max_send_message_bytes=c.max_send_message_bytes,
+                max_inflight_requests=c.max_inflight,
+                max_stream_inflight=c.max_stream_inflight,
+                max_batch_size=c.max_batch_size,
+                batch_max_wait_ms=c.batch_max_wait_ms,
+                max_image_pixels=engine.reconstructor.max_pixels,
+                max_views=MAX_VIEWS,
+                min_view_size=VIEW_SIZES[0],
+                max_view_size=VIEW_SIZES[1],
+            ),
+            features=features,
+        )
+
+    def _ready(self) -> Engine:
+        if self.draining:
+            self.metrics.rejected.labels("shutting_down").inc()
+            raise failure(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
+        if self.engine is None:
+            self.metrics.rejected.labels("not_ready").inc()
+            raise failure(grpc.StatusCode.UNAVAILABLE, "model is loading; retry shortly")
+        return self.engine
+
+    async def _reconstruct(
+        self,
+        engine: Engine,
+        request: pb.ReconstructRequest,
+        request_id: str,
+        slot: Slot,
+        context: grpc.aio.ServicerContext,
+    ) -> pb.ReconstructResponse:
+        start = time.perf_counter()
+        rec = engine.reconstructor
+        try:
+            parsed = convert.parse_request(request, request_id)
+            _check_alive(context)
+            face = await slot.run(
+                self.pool, rec.prepare, parsed.image, parsed.face_box, parsed.landmarks
+            )
+            _check_alive(context)
+            queued = time.perf_counter()
+            volume = await engine.batcher.submit(face)
+            waited_ms = (time.perf_counter() - queued) * 1000.0
+            face.timings_ms["queue"] = max(0.0, waited_ms - face.timings_ms.get("network", 0.0))
+            _check_alive(context)
+            result = await slot.run(self.pool, rec.finish, face, volume, parsed.options)
+            del volume  # 30 MB: let it go before encoding
+            _check_alive(context)
+            encoded = time.perf_counter()
+            response = await slot.run(self.pool, convert.build_response, result, parsed)
+        except InputError as error:
+            raise bad_request(error) from None
+        except RpcFailure:
+            raise
+        except Exception:  # a bug, not the client's fault: log it (never the request's data)
+            log.exception("reconstruction failed", extra={"fields": {"request_id": request_id}})
+            raise failure(
+                grpc.StatusCode.INTERNAL, "internal error; the server logged it"
+            ) from None
+        timings = dict(result.timings_ms)
+        timings["encode"] = (time.perf_counter() - encoded) * 1000.0
+        timings["total"] = (time.perf_counter() - start) * 1000.0
+        response.timings_ms.update(timings)
+        self.metrics.observe_stages(timings)
+        return response
+
+
+def _check_alive(context: grpc.aio.ServicerContext) -> None:
+    """Stop before the next stage when the caller's deadline has passed."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise failure(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the work was done")
