@@ -24,6 +24,7 @@ ARG TORCH_CUDA_INDEX=https://download.pytorch.org/whl/cu130
 # ---- CPU ---------------------------------------------------------------------------------
 
 FROM ${PYTHON_IMAGE} AS cpu-build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG TORCH_VERSION
 ARG TORCH_CPU_INDEX
 ENV PIP_NO_CACHE_DIR=1 \
@@ -36,7 +37,9 @@ COPY pyproject.toml README.md ./
 COPY proto/ proto/
 COPY service/ service/
 # insightface depends on the GUI build of OpenCV, which needs libGL and X11 at import time;
-# both builds ship the same `cv2` package, so the headless build is put back over it.
+# both builds ship the same `cv2` package, so the headless build is put back over it, at
+# the version pip just resolved (hence DL3013: the pin is computed, not written out).
+# hadolint ignore=DL3013
 RUN pip install . \
  && pip uninstall --yes opencv-python \
  && pip install --no-deps --force-reinstall "$(pip freeze | grep -i '^opencv-python-headless==')"
@@ -65,12 +68,16 @@ ENTRYPOINT ["facerecon", "serve"]
 FROM ${CUDA_IMAGE} AS cuda-python
 # Ubuntu 24.04's own Python 3.12; the build and final stages share this layer, so the
 # virtual environment copied between them finds the same interpreter at the same path.
+# Not version-pinned (DL3008): the base is pinned by digest, and the archive drops old
+# package versions as security fixes land, which would break a pinned build.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install --yes --no-install-recommends python3.12 python3.12-venv \
  && rm -rf /var/lib/apt/lists/*
 
 
 FROM cuda-python AS cuda-build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG TORCH_VERSION
 ARG TORCH_CUDA_INDEX
 ENV PIP_NO_CACHE_DIR=1 \
@@ -83,6 +90,7 @@ COPY pyproject.toml README.md ./
 COPY proto/ proto/
 COPY service/ service/
 # See the CPU build: the headless OpenCV replaces the GUI build insightface pulls in.
+# hadolint ignore=DL3013
 RUN pip install . \
  && pip uninstall --yes opencv-python \
  && pip install --no-deps --force-reinstall "$(pip freeze | grep -i '^opencv-python-headless==')"
