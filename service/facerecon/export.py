@@ -1,0 +1,90 @@
+"""Mesh and image files as bytes: OBJ, PLY, GLB (glTF 2.0 binary), PNG.
+
+Mesh files keep the image's pixel units but flip y, so that they are right-handed, y up and
++z towards the viewer (the glTF frame) and open upright; faces are then counter-clockwise
+seen from outside, as every format here expects. Nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import trimesh
+from PIL import Image
+
+from facerecon.mesh import FLIP_Y, Mesh
+
+
+def _upright(mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices and unit normals in the y-up file frame."""
+    normals = mesh.normals if mesh.normals is not None else mesh.with_normals().normals
+    return mesh.vertices * FLIP_Y, normals * FLIP_Y
+
+
+def to_obj(mesh: Mesh) -> bytes:
+    """Wavefront OBJ: `v x y z r g b` (colours in [0, 1], when present), `vn`, `f a//a ...`."""
+    vertices, normals = _upright(mesh)
+    if mesh.colors is not None:
+        v = np.hstack([vertices, mesh.colors / 255.0])
+        v_lines = "v %.4f %.4f %.4f %.4f %.4f %.4f\n" * len(v) % tuple(v.ravel())
+    else:
+        v_lines = "v %.4f %.4f %.4f\n" * len(vertices) % tuple(vertices.ravel())
+    vn_lines = "vn %.4f %.4f %.4f\n" * len(normals) % tuple(normals.ravel())
+    f = np.repeat(mesh.faces.astype(np.int64) + 1, 2, axis=1)  # 1-based, vertex//normal
+    f_lines = "f %d//%d %d//%d %d//%d\n" * len(f) % tuple(f.ravel())
+    header = "# facerecon mesh: image pixels, y up, +z towards the viewer\n"
+    return (header + v_lines + vn_lines + f_lines).encode("ascii")
+
+
+def to_ply(mesh: Mesh) -> bytes:
+    """Binary little-endian PLY with float positions and normals and uchar colours."""
+    vertices, normals = _upright(mesh)
+    fields = [(name, "<f4") for name in ("x", "y", "z", "nx", "ny", "nz")]
+    if mesh.colors is not None:
+        fields += [(name, "u1") for name in ("red", "green", "blue")]
+    vertex = np.empty(mesh.num_vertices, dtype=fields)
+    for i, name in enumerate(("x", "y", "z")):
+        vertex[name] = vertices[:, i]
+        vertex["n" + name] = normals[:, i]
+    if mesh.colors is not None:
+        for i, name in enumerate(("red", "green", "blue")):
+            vertex[name] = mesh.colors[:, i]
+    face = np.empty(mesh.num_faces, dtype=[("n", "u1"), ("v", "<i4", (3,))])
+    face["n"] = 3
+    face["v"] = mesh.faces
+    properties = "".join(
+        f"property {'float' if kind == '<f4' else 'uchar'} {name}\n" for name, kind in fields
+    )
+    header = (
+        "ply\nformat binary_little_endian 1.0\n"
+        "comment facerecon mesh: image pixels, y up, +z towards the viewer\n"
+        f"element vertex {mesh.num_vertices}\n{properties}"
+        f"element face {mesh.num_faces}\nproperty list uchar int vertex_indices\nend_header\n"
+    )
+    return header.encode("ascii") + vertex.tobytes() + face.tobytes()
+
+
+def to_glb(mesh: Mesh) -> bytes:
+    """glTF 2.0 binary with POSITION, NORMAL and (when present) COLOR_0."""
+    vertices, normals = _upright(mesh)
+    colors = None
+    if mesh.colors is not None:
+        colors = np.hstack([mesh.colors, np.full((mesh.num_vertices, 1), 255, np.uint8)])
+    tm = trimesh.Trimesh(
+        vertices=vertices,
+        faces=mesh.faces,
+        vertex_normals=normals,
+        vertex_colors=colors,
+        process=False,
+    )
+    return trimesh.exchange.gltf.export_glb(trimesh.Scene(tm), include_normals=True)
+
+
+def to_png(image: np.ndarray) -> bytes:
+    """PNG of an RGB `(H, W, 3)` or RGBA `(H, W, 4)` uint8 image."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"expected uint8 (H, W, 3|4), got {image.dtype} {image.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(image, "RGBA" if image.shape[2] == 4 else "RGB").save(buffer, "PNG")
+    return buffer.getvalue()

@@ -1,0 +1,271 @@
+"""Batched z-buffer rasteriser in pure torch (CPU or CUDA): views of a mesh at (yaw, pitch).
+
+Camera: orthographic, looking down -z of the y-up frame (DEVELOPERS.md). A view at
+(yaw, pitch) shows the head rotated by `Rx(pitch) @ Ry(yaw)` about its centre (after an
+optional pre-rotation, e.g. the inverse of its estimated pose). All views of one mesh share
+one scale: the bounding sphere spans `FILL` of the image.
+
+Rasterisation is vectorised over views and triangles: every front-facing triangle lists the
+pixel centres of its bounding box (triangles are grouped by box size, so a few large ones do
+not pad the many tiny ones), keeps those inside, and the nearest wins a per-pixel
+`scatter_reduce(amax)` on a key packing quantised depth above the triangle's index.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from facerecon.errors import InputError
+from facerecon.mesh import FLIP_Y, Mesh
+from facerecon.pose import Pose, rotation_matrix
+
+FILL = 0.9  # bounding-sphere diameter / image side
+AMBIENT, DIFFUSE = 0.35, 0.65  # light from the camera direction
+GREY = 180  # albedo of meshes without colours
+MAX_SIZE = 2048
+_DEPTH_BITS = 31  # key = quantised depth << 32 | triangle index
+
+
+def render_views(
+    mesh: Mesh,
+    angles: Sequence[tuple[float, float]],
+    size: int = 256,
+    background: tuple[int, int, int] | None = None,
+    device: str | torch.device = "cpu",
+    rotation: np.ndarray | None = None,
+) -> np.ndarray:
+    """RGBA uint8 images `(N, size, size, 4)`, one per (yaw, pitch) in degrees.
+
+    The background is transparent (alpha 0) when `background` is None, else that opaque
+    colour; the head has alpha 255. `rotation` (3x3, y-up frame) is applied before each view.
+    """
+    rotations = _view_rotations(angles, rotation)
+    _check_size(size)
+    if background is not None and (
+        len(background) != 3 or any(not 0 <= int(c) <= 255 for c in background)
+    ):
+        raise InputError("background must be three integers in [0, 255]", field="background")
+    n = len(rotations)
+    images = torch.zeros((n, size, size, 4), dtype=torch.uint8, device=device)
+    if background is not None:
+        images[..., :3] = torch.tensor(background, dtype=torch.uint8, device=device)
+        images[..., 3] = 255
+    if mesh.num_faces == 0:
+        return images.cpu().numpy()
+
+    points, normals = _camera_frame(mesh, rotations, size, device)
+    albedo = (
+        torch.from_numpy(mesh.colors).to(device, torch.float32)
+        if mesh.colors is not None
+        else torch.full((mesh.num_vertices, 3), float(GREY), device=device)
+    )
+    shade = AMBIENT + DIFFUSE * normals[..., 2].clamp(min=0.0)  # (N, V): Gouraud
+    vertex_rgb = albedo[None] * shade[..., None]  # (N, V, 3)
+
+    faces = torch.from_numpy(mesh.faces).to(device, torch.long)
+    pixel, view_face, bary = _rasterize(points, faces, size)
+    view, face = view_face // len(faces), view_face % len(faces)
+    corners = faces[face] + (view * mesh.num_vertices)[:, None]  # into (N * V) vertices
+    corner_rgb = vertex_rgb.reshape(-1, 3).index_select(0, corners.view(-1)).view(-1, 3, 3)
+    rgb = torch.bmm(bary[:, None, :], corner_rgb)[:, 0]
+    flat = images.view(-1, 4)
+    flat[pixel, :3] = rgb.round().clamp(0, 255).to(torch.uint8)
+    flat[pixel, 3] = 255
+    return images.cpu().numpy()
+
+
+def render_depth(
+    mesh: Mesh,
+    angles: Sequence[tuple[float, float]],
+    size: int = 256,
+    device: str | torch.device = "cpu",
+    rotation: np.ndarray | None = None,
+) -> np.ndarray:
+    """Depth of the nearest surface `(N, size, size)` float32, NaN where nothing is seen.
+
+    Depth is the rotated +z (towards the camera) relative to the mesh's centre, in mesh units.
+    """
+    rotations = _view_rotations(angles, rotation)
+    _check_size(size)
+    depth = torch.full((len(rotations) * size * size,), float("nan"), device=device)
+    if mesh.num_faces == 0:
+        return depth.view(-1, size, size).cpu().numpy()
+    points, _ = _camera_frame(mesh, rotations, size, device)
+    faces = torch.from_numpy(mesh.faces).to(device, torch.long)
+    pixel, view_face, bary = _rasterize(points, faces, size)
+    view, face = view_face // len(faces), view_face % len(faces)
+    corners = faces[face] + (view * mesh.num_vertices)[:, None]
+    z = (points[..., 2].reshape(-1)[corners] * bary).sum(dim=1)
+    depth[pixel] = z / _pixels_per_unit(mesh, size)
+    return depth.view(-1, size, size).cpu().numpy()
+
+
+def frontal_view(
+    mesh: Mesh,
+    pose: Pose,
+    size: int = 256,
+    background: tuple[int, int, int] | None = None,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """One RGBA image `(size, size, 4)` of the head turned to face the camera."""
+    return render_views(mesh, [(0.0, 0.0)], size, background, device, pose.matrix().T)[0]
+
+
+def _check_size(size: int) -> None:
+    if not 8 <= size <= MAX_SIZE:
+        raise InputError(f"view size must be in [8, {MAX_SIZE}] pixels", field="view_size")
+
+
+def _view_rotations(
+    angles: Sequence[tuple[float, float]], rotation: np.ndarray | None
+) -> np.ndarray:
+    """(N, 3, 3) y-up-frame rotations: the view's `Rx(pitch) @ Ry(yaw)` after `rotation`."""
+    pre = np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64)
+    if pre.shape != (3, 3):
+        raise ValueError(f"rotation must be 3x3, got {pre.shape}")
+    rotations = []
+    for view in angles:
+        if len(view) != 2 or not all(math.isfinite(a) for a in view):
+            raise InputError("each view needs a finite (yaw, pitch) in degrees", field="views")
+        yaw, pitch = view
+        rotations.append(rotation_matrix(yaw, pitch, 0.0) @ pre)
+    if not rotations:
+        raise InputError("at least one view is needed", field="views")
+    return np.stack(rotations)
+
+
+def _framing(mesh: Mesh) -> tuple[np.ndarray, float]:
+    """Centre (bounding-box centre, y-up frame) and bounding-sphere radius about it."""
+    v = mesh.vertices * FLIP_Y
+    centre = (v.min(axis=0) + v.max(axis=0)) / 2.0
+    radius = float(np.sqrt(((v - centre) ** 2).sum(axis=1).max()))
+    return centre, max(radius, 1e-6)
+
+
+def _pixels_per_unit(mesh: Mesh, size: int) -> float:
+    return FILL * size / (2.0 * _framing(mesh)[1])
+
+
+def _camera_frame(
+    mesh: Mesh, rotations: np.ndarray, size: int, device: str | torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vertices as (column, row, depth) pixels `(N, V, 3)` and unit normals `(N, V, 3)`."""
+    centre, _ = _framing(mesh)
+    scale = _pixels_per_unit(mesh, size)
+    rot = torch.from_numpy(rotations).to(device, torch.float32)
+    v = torch.from_numpy(mesh.vertices * FLIP_Y - centre).to(device, torch.float32)
+    p = torch.einsum("nij,vj->nvi", rot, v) * scale
+    half = (size - 1) / 2.0  # pixel centres are at integers
+    points = torch.stack([half + p[..., 0], half - p[..., 1], p[..., 2]], dim=-1)
+    n = mesh.normals if mesh.normals is not None else mesh.with_normals().normals
+    normals = torch.einsum("nij,vj->nvi", rot, torch.from_numpy(n * FLIP_Y).to(device))
+    return points, normals
+
+
+def _rasterize(
+    points: torch.Tensor, faces: torch.Tensor, size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Visible surface per pixel.
+
+    Returns, for every covered pixel: its flat index into (N, size, size), the index
+    `view * F + face` of the nearest triangle there, and the pixel's barycentric weights.
+    """
+    n, device = points.shape[0], points.device
+    offsets = torch.arange(n, device=device)[:, None] * points.shape[1]
+    corners = (faces.view(1, -1) + offsets).view(-1)  # (N * F * 3) into (N * V) vertices
+    tri = points.reshape(-1, 3).index_select(0, corners).view(-1, 3, 3)  # (N * F, corner, xyz)
+    x, y = tri[..., 0], tri[..., 1]
+    # twice the signed area in pixel coordinates; counter-clockwise in the y-up frame is
+    # clockwise on the y-down screen, so front faces have negative area
+    area = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0])
+    x0, x1 = _min3(x).ceil().clamp(min=0), _max3(x).floor().clamp(max=size - 1)
+    y0, y1 = _min3(y).ceil().clamp(min=0), _max3(y).floor().clamp(max=size - 1)
+    ids = ((area < 0) & (x0 <= x1) & (y0 <= y1)).nonzero().squeeze(1)  # covers a pixel
+    tri, area, x0, y0 = tri[ids], area[ids], x0[ids], y0[ids]
+    width = (x1[ids] - x0).long() + 1
+    height = (y1[ids] - y0).long() + 1
+    # barycentric weights and depth are affine in the pixel position; coefficients are
+    # taken relative to each box's corner (x0, y0) to keep float32 rounding small
+    planes = _plane_coefficients(tri, area, x0, y0)  # (T, 4, 3)
+    # group boxes by shape: exact up to 4 pixels (most triangles cover a few pixels),
+    # powers of two above, so that each group enumerates few pixels outside its triangles
+    bucket = _size_level(width) * _LEVELS + _size_level(height)
+
+    depth_scale = ((1 << _DEPTH_BITS) - 1) / (2.0 * size)  # |depth| <= FILL * size / 2
+    cand_pixel, cand_key = [], []
+    for b in bucket.bincount().nonzero().squeeze(1).tolist():
+        box_w, box_h = _LEVEL_SIDES[b // _LEVELS], _LEVEL_SIDES[b % _LEVELS]
+        sel = (bucket == b).nonzero().squeeze(1)
+        dy, dx = torch.meshgrid(
+            torch.arange(box_h, device=device, dtype=torch.float32),
+            torch.arange(box_w, device=device, dtype=torch.float32),
+            indexing="ij",
+        )
+        dx, dy = dx.reshape(1, -1, 1), dy.reshape(1, -1, 1)
+        wz = _affine(planes[sel], dx, dy)  # (T, C, 4): three weights and depth
+        inside = _min3(wz[..., :3].movedim(-1, 1)) >= -1e-5
+        if box_w > 4 or box_h > 4:  # power-of-two boxes overhang the triangle's own box
+            inside &= (dx[..., 0] < width[sel, None]) & (dy[..., 0] < height[sel, None])
+        t_idx, c_idx = inside.nonzero(as_tuple=True)
+        hit = sel[t_idx]
+        col = x0[hit].long() + dx[0, c_idx, 0].long()
+        row = y0[hit].long() + dy[0, c_idx, 0].long()
+        cand_pixel.append((ids[hit] // faces.shape[0]) * size * size + row * size + col)
+        z = wz[t_idx, c_idx, 3]
+        quantised = ((z + size) * depth_scale).long().clamp(0, (1 << _DEPTH_BITS) - 1)
+        cand_key.append((quantised << 32) | hit)
+    pixel = torch.cat(cand_pixel)
+    key = torch.cat(cand_key)
+
+    zbuffer = torch.full((n * size * size,), -1, dtype=torch.long, device=device)
+    zbuffer.scatter_reduce_(0, pixel, key, reduce="amax")
+    covered = (zbuffer >= 0).nonzero().squeeze(1)
+    winner = zbuffer[covered] & 0xFFFFFFFF
+    row = ((covered % (size * size)) // size).float() - y0[winner]
+    col = (covered % size).float() - x0[winner]
+    bary = _affine(planes[winner, :3], col[:, None, None], row[:, None, None])[:, 0]
+    return covered, ids[winner], bary.clamp(min=0.0)
+
+
+_LEVEL_SIDES = [1, 2, 3, 4] + [1 << k for k in range(3, 12)]  # box sides up to MAX_SIZE
+_LEVELS = len(_LEVEL_SIDES)
+
+
+def _size_level(side: torch.Tensor) -> torch.Tensor:
+    """Index into `_LEVEL_SIDES` of the smallest side >= `side`."""
+    pow2 = torch.ceil(torch.log2(side.float())).long() + 1  # index of 2^k is k + 1 for k >= 2
+    return torch.where(side <= 4, side - 1, pow2)
+
+
+def _min3(t: torch.Tensor) -> torch.Tensor:
+    return torch.minimum(torch.minimum(t[:, 0], t[:, 1]), t[:, 2])
+
+
+def _max3(t: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(torch.maximum(t[:, 0], t[:, 1]), t[:, 2])
+
+
+def _plane_coefficients(
+    tri: torch.Tensor, area: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor
+) -> torch.Tensor:
+    """Affine maps (a, b, c) of (dx, dy) = pixel - (x0, y0) to the three barycentric weights
+    and the depth: `(T, 4, 3 coefficients)`."""
+    x = tri[..., 0] - x0[:, None]
+    y = tri[..., 1] - y0[:, None]
+    x1, x2 = x.roll(-1, dims=1), x.roll(-2, dims=1)  # the other two corners, in order
+    y1, y2 = y.roll(-1, dims=1), y.roll(-2, dims=1)
+    # weight of corner i = signed area of (pixel, corner i+1, corner i+2) / area
+    weights = torch.stack([y1 - y2, x2 - x1, x1 * y2 - x2 * y1], dim=-1) / area[:, None, None]
+    depth = torch.bmm(tri[:, None, :, 2], weights)  # (T, 1, 3)
+    return torch.cat([weights, depth], dim=1)
+
+
+def _affine(coefficients: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """`a * dx + b * dy + c` for coefficients `(T, K, 3)` at offsets broadcasting to (T, C, 1):
+    returns `(T, C, K)`."""
+    a, b, c = (coefficients[:, None, :, i] for i in range(3))
+    return a * dx + b * dy + c
