@@ -1,0 +1,129 @@
+"""Face detectors from model files, on real photos; and how their faces frame the crop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from facerecon.crop import CropTransform
+from facerecon.detect import YuNetDetector, load_detector
+from facerecon.image import decode_image
+
+SHARED = Path(__file__).parents[1].parent / "shared"
+YUNET = SHARED / "models" / "yunet"
+UTKFACE = SHARED / "realfaces" / "utkface" / "crop_part1"
+needs_yunet = pytest.mark.skipif(not YUNET.exists(), reason="needs ../shared/models/yunet")
+
+# skimage's astronaut (Eileen Collins), 512×512: one face.
+ASTRONAUT_BOX = (178, 63, 268, 176)
+ASTRONAUT_EYES = ((200, 102), (247, 103))
+
+
+@pytest.fixture(scope="module")
+def yunet() -> YuNetDetector:
+    return load_detector(YUNET / "yunet_s_dynamic.onnx")
+
+
+def insightface_image(name: str) -> np.ndarray:
+    images = Path(pytest.importorskip("insightface").__file__).parent / "data" / "images"
+    return decode_image((images / name).read_bytes())
+
+
+@needs_yunet
+@pytest.mark.parametrize(
+    "model", ["yunet_s_dynamic.onnx", "yunet_n_dynamic.onnx", "yunet_s_640_640.onnx"]
+)
+def test_yunet_finds_the_astronaut(model: str) -> None:
+    detector = load_detector(YUNET / model)
+    assert isinstance(detector, YuNetDetector)
+    (face,) = detector.detect(skimage.data.astronaut())
+    np.testing.assert_allclose(face.box, ASTRONAUT_BOX, atol=8)
+    np.testing.assert_allclose(face.landmarks[:2], ASTRONAUT_EYES, atol=5)
+    assert face.landmarks.shape == (5, 2) and 0.7 < face.score <= 1
+
+
+@needs_yunet
+def test_big_pictures_are_shrunk_and_mapped_back(yunet: YuNetDetector) -> None:
+    big = cv2.resize(skimage.data.astronaut(), (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    (face,) = yunet.detect(big)
+    np.testing.assert_allclose(face.box, np.multiply(ASTRONAUT_BOX, 4) + 1.5, atol=24)
+    np.testing.assert_allclose(face.landmarks[:2], np.multiply(ASTRONAUT_EYES, 4) + 1.5, atol=16)
+
+
+@needs_yunet
+def test_group_photo_gives_every_face_largest_first(yunet: YuNetDetector) -> None:
+    faces = yunet.detect(insightface_image("t1.jpg"))  # six people
+    assert len(faces) == 6
+    areas = [face.area for face in faces]
+    assert areas == sorted(areas, reverse=True)
+    assert len(yunet.detect(insightface_image("Tom_Hanks_54745.png"))) == 1
+
+
+@needs_yunet
+def test_no_face_no_detection(yunet: YuNetDetector) -> None:
+    assert yunet.detect(np.full((240, 320, 3), 128, np.uint8)) == []
+    assert yunet.detect(skimage.data.coffee()) == []
+
+
+def test_missing_or_foreign_model_files_are_explained(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_detector(tmp_path / "nothing.onnx")
+    text = tmp_path / "notes.onnx"
+    text.write_text("not a model")
+    with pytest.raises(RuntimeError, match="not a readable ONNX model"):
+        load_detector(text)
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])],
+        "not-a-detector",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    relu = tmp_path / "relu.onnx"
+    onnx.save(model, str(relu))
+    with pytest.raises(RuntimeError, match="not a face detector"):
+        load_detector(relu)
+
+
+def utkface_faces(yunet: YuNetDetector, count: int) -> list:
+    files = sorted(UTKFACE.glob("*.jpg"))[:: 9780 // count][:count]
+    faces = []
+    for file in files:
+        detections = yunet.detect(decode_image(file.read_bytes()))
+        if detections:
+            faces.append(detections[0])
+    assert len(faces) >= 0.9 * count
+    return faces
+
+
+@needs_yunet
+@pytest.mark.skipif(not UTKFACE.exists(), reason="needs ../shared/realfaces/utkface")
+def test_box_and_landmarks_frame_a_face_alike(yunet: YuNetDetector) -> None:
+    # The box calibration was fitted against the 5-point estimate; they must agree per face.
+    for face in utkface_faces(yunet, 40):
+        by_box = CropTransform.from_box(face.box)
+        by_points = CropTransform.from_landmarks(face.landmarks)
+        assert 0.85 < by_box.scale / by_points.scale < 1.15
+        centre = by_box.to_image([95.5, 95.5]) - by_points.to_image([95.5, 95.5])
+        assert np.hypot(*centre) * by_points.scale < 0.1 * 192
+
+
+@needs_yunet
+@pytest.mark.skipif(not UTKFACE.exists(), reason="needs ../shared/realfaces/utkface")
+def test_a_utkface_crop_sent_whole_is_framed_as_its_landmarks_would_frame_it(
+    yunet: YuNetDetector,
+) -> None:
+    # FRAMING.side_over_face was chosen for this: sent without a box, an aligned face crop
+    # lands in the network's crop as it would from its own landmarks.
+    whole = CropTransform.whole_image(200, 200)
+    ratios = [
+        CropTransform.from_landmarks(f.landmarks).scale / whole.scale
+        for f in utkface_faces(yunet, 60)
+    ]
+    assert abs(np.median(ratios) - 1) < 0.04
+    assert np.percentile(ratios, 10) > 0.85 and np.percentile(ratios, 90) < 1.15
