@@ -127,3 +127,47 @@ def test_a_utkface_crop_sent_whole_is_framed_as_its_landmarks_would_frame_it(
     ]
     assert abs(np.median(ratios) - 1) < 0.04
     assert np.percentile(ratios, 10) > 0.85 and np.percentile(ratios, 90) < 1.15
+
+
+def scrfd_like_model(path: Path) -> None:
+    """An ONNX file shaped like insightface's SCRFD with keypoints (9 outputs, 640×640 input)
+    that always 'sees' one face: anchor (row 15, column 20) of stride 16, score 0.9."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, outputs = [], []
+    for kind, width in (("score", 1), ("bbox", 4), ("kps", 10)):
+        for stride in (8, 16, 32):
+            value = np.zeros(((640 // stride) ** 2 * 2, width), np.float32)
+            if stride == 16:
+                anchor = (15 * 40 + 20) * 2
+                value[anchor] = {
+                    "score": [0.9],
+                    "bbox": [4, 5, 4, 6],  # left, top, right, bottom distances in strides
+                    "kps": [-1.5, -1.5, 1.5, -1.5, 0, 0, -1, 2, 1, 2],
+                }[kind]
+            name = f"{kind}_{stride}"
+            nodes.append(
+                helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value))
+            )
+            outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, value.shape))
+    image = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 640, 640])
+    graph = helper.make_graph(nodes, "scrfd-like", [image], outputs)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def test_scrfd_outputs_become_detections_in_image_pixels(tmp_path: Path) -> None:
+    scrfd_like_model(tmp_path / "scrfd.onnx")
+    detector = load_detector(tmp_path / "scrfd.onnx")
+    assert type(detector).__name__ == "ScrfdDetector"
+    # The anchor sits at (320, 240) of the 640×640 input, which a 640×480 image fills unscaled.
+    box = np.array([320 - 64, 240 - 80, 320 + 64, 240 + 96])
+    eyes = np.array([[320 - 24, 240 - 24], [320 + 24, 240 - 24]])
+    (face,) = detector.detect(np.zeros((480, 640, 3), np.uint8))
+    np.testing.assert_allclose(face.box, box, atol=1e-3)
+    np.testing.assert_allclose(face.landmarks[:2], eyes, atol=1e-3)
+    assert face.score == pytest.approx(0.9)
+    # Twice as big: shrunk to 640 px for the model, then mapped back to the big image's pixels.
+    (face,) = detector.detect(np.zeros((960, 1280, 3), np.uint8))
+    np.testing.assert_allclose(face.box, (box + 0.5) * 2 - 0.5, atol=1e-3)
+    np.testing.assert_allclose(face.landmarks[:2], (eyes + 0.5) * 2 - 0.5, atol=1e-3)
