@@ -364,6 +364,25 @@ def test_dashboard_panels():
         assert f"histogram_quantile({quantile}, sum by (grpc_method, le)" in text
 
 
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$namespace": "facerecon", "$method": ".*"}
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path):
+    """Each panel's query, Grafana variables filled in, parses as PromQL (as a recording
+    rule for promtool)."""
+    rules = []
+    for i, expr in enumerate(t["expr"] for p in dashboard_panels() for t in p["targets"]):
+        for variable, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr, f"unknown Grafana variable in {expr}"
+        rules.append({"record": f"dashboard:query_{i}", "expr": expr})
+    path = tmp_path / "dashboard_rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    check = subprocess.run([promtool(), "check", "rules", str(path)],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
                    "unless", "bool", "offset", "inf", "nan"}  # fmt: skip
 GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
