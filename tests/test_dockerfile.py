@@ -242,7 +242,7 @@ def test_build_context_has_what_the_build_copies_and_nothing_else(dockerfile):
         assert (REPO / source).exists(), f"COPY {source}: not in the repository"
         tracked = subprocess.run(["git", "ls-files", source], cwd=REPO, capture_output=True,
                                  text=True, check=True).stdout.split()  # fmt: skip
-        needed |= {f for f in tracked if Path(f).suffix in {".py", ".pyi", ".proto", ".typed"}}
+        needed |= {f for f in tracked if Path(f).suffix in {".py", ".pyi", ".typed"}}
         needed |= {source} if (REPO / source).is_file() else set()
     assert "service/facerecon/server/app.py" in needed
     for path in needed:
