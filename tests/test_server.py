@@ -11,12 +11,12 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf import descriptor_pool
+from grpc_harness import RunningServer, sample
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 from grpc_status import rpc_status
-from grpc_harness import RunningServer, sample
 from PIL import Image
 
 from facerecon.models import file_sha256
@@ -85,8 +85,9 @@ def test_defaults_give_glb_only_and_jpeg_views_are_opaque(stub, astronaut_jpeg):
     assert reply.mesh.glb and not reply.mesh.ply and not reply.mesh.HasField("raw")
     assert not reply.views and not reply.HasField("frontal_view") and not reply.HasField("pose")
 
-    request = build_request(astronaut_jpeg, views=[(0, 0)], view_size=48, view_format="jpeg",
-                            background=(0, 0, 255))  # fmt: skip
+    request = build_request(
+        astronaut_jpeg, views=[(0, 0)], view_size=48, view_format="jpeg", background=(0, 0, 255)
+    )
     (view,) = stub.Reconstruct(request, timeout=60).views
     image = Image.open(io.BytesIO(view.image))
     assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (48, 48))
@@ -122,9 +123,11 @@ def test_stream_answers_every_request_once_with_errors_in_band(stub, astronaut_j
     bad = build_request(b"garbage", request_id="bad")
     unnamed = build_request(astronaut_jpeg)  # gets its position in the stream as its id
     requests = [good[0], bad, *good[1:], unnamed]
-    replies = list(stub.ReconstructStream(
-        (pb.ReconstructStreamRequest(request=r) for r in requests), timeout=120
-    ))  # fmt: skip
+    replies = list(
+        stub.ReconstructStream(
+            (pb.ReconstructStreamRequest(request=r) for r in requests), timeout=120
+        )
+    )
 
     by_id = {r.request_id: r for r in replies}
     assert len(replies) == len(requests) and set(by_id) == {
@@ -269,11 +272,9 @@ def test_concurrent_requests_share_forward_passes(reconstructor, astronaut_jpeg)
     with RunningServer(reconstructor, max_batch_size=8, batch_max_wait_ms=50) as server:
         with server.channel() as channel:
             stub = service_pb2_grpc.FaceReconServiceStub(channel)
+            request = build_request(astronaut_jpeg, pose=False)
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
-                replies = list(pool.map(
-                    lambda _: stub.Reconstruct(build_request(astronaut_jpeg, pose=False), timeout=60),
-                    range(8),
-                ))  # fmt: skip
+                replies = list(pool.map(lambda _: stub.Reconstruct(request, timeout=60), range(8)))
         metrics = server.metrics()
     assert all(r.mesh.glb for r in replies)
     batches = sample(metrics, "facerecon_batch_size_count")

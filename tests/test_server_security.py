@@ -50,10 +50,13 @@ def _issue(subject: str, key, issuer_name: str, issuer_key, ca: bool, server: bo
 
 def _write(path: Path, cert, key) -> tuple[Path, Path]:
     path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    path.with_suffix(".key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))  # fmt: skip
+    path.with_suffix(".key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return path.with_suffix(".crt"), path.with_suffix(".key")
 
 
@@ -71,9 +74,10 @@ def pki(tmp_path_factory) -> dict[str, Path]:
     ca_cert, ca_key = files["ca_objects"]
     stranger_cert, stranger_key = files["stranger_objects"]
     for name, issuer, issuer_key, server in [
-        ("server", "ca", ca_key, True), ("client", "ca", ca_key, False),
+        ("server", "ca", ca_key, True),
+        ("client", "ca", ca_key, False),
         ("rogue", "stranger", stranger_key, False),
-    ]:  # fmt: skip
+    ]:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _issue(name, key, issuer, issuer_key, ca=False, server=server)
         files[name], files[f"{name}_key"] = _write(root / name, cert, key)
@@ -104,8 +108,9 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(reconstructor, pki):
     with RunningServer(reconstructor, **config) as server:
         target = f"localhost:{server.port}"
         trusted = dict(root_certificates=pki["ca"])
-        with FaceReconClient(target, **trusted, certificate_chain=pki["client"],
-                             private_key=pki["client_key"]) as client:  # fmt: skip
+        with FaceReconClient(
+            target, **trusted, certificate_chain=pki["client"], private_key=pki["client_key"]
+        ) as client:
             assert _info(client).model.name == "vrn-tiny"
         for cert in (None, "rogue"):
             client_cert = (
@@ -124,8 +129,10 @@ def test_bearer_tokens(reconstructor, tmp_path):
         for token in ("first-secret", "second-secret"):
             with FaceReconClient(server.target, token=token) as client:
                 assert _info(client).model.name == "vrn-tiny"
-        for token, code in [(None, grpc.StatusCode.UNAUTHENTICATED),
-                            ("wrong", grpc.StatusCode.PERMISSION_DENIED)]:  # fmt: skip
+        for token, code in [
+            (None, grpc.StatusCode.UNAUTHENTICATED),
+            ("wrong", grpc.StatusCode.PERMISSION_DENIED),
+        ]:
             with FaceReconClient(server.target, token=token) as client:
                 with pytest.raises(grpc.RpcError) as caught:
                     _info(client)
@@ -139,6 +146,9 @@ def test_bearer_tokens(reconstructor, tmp_path):
                 list(stub.ReconstructStream(iter([]), timeout=10))
             assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
         metrics = server.metrics()
-    rejected = {dict(labels)["reason"]: v for (name, labels), v in metrics.items()
-                if name == "facerecon_rejected_requests_total"}  # fmt: skip
+    rejected = {
+        dict(labels)["reason"]: v
+        for (name, labels), v in metrics.items()
+        if name == "facerecon_rejected_requests_total"
+    }
     assert rejected == {"unauthenticated": 2.0, "permission_denied": 1.0}

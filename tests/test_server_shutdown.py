@@ -21,10 +21,27 @@ from facerecon_client.channel import OPTIONS
 
 
 def start_server(weights) -> tuple[subprocess.Popen, dict, queue.Queue]:
-    command = [sys.executable, "-m", "facerecon.server", "--address", "127.0.0.1:0",
-               "--metrics-port", "0", "--metrics-address", "127.0.0.1", "--device", "cpu",
-               "--weights", str(weights), "--max-inflight", "16", "--workers", "2",
-               "--grace-period-s", "60"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "facerecon.server",
+        "--address",
+        "127.0.0.1:0",
+        "--metrics-port",
+        "0",
+        "--metrics-address",
+        "127.0.0.1",
+        "--device",
+        "cpu",
+        "--weights",
+        str(weights),
+        "--max-inflight",
+        "16",
+        "--workers",
+        "2",
+        "--grace-period-s",
+        "60",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     lines: queue.Queue = queue.Queue()
@@ -56,14 +73,24 @@ def test_sigterm_drains_in_flight_calls(tiny_weights, astronaut_jpeg):
                 time.sleep(0.1)
 
             stub = service_pb2_grpc.FaceReconServiceStub(channel)
-            request = build_request(astronaut_jpeg, views=[(y, 0) for y in (-60, -30, 30, 60)],
-                                    view_size=512)  # fmt: skip
+            request = build_request(
+                astronaut_jpeg, views=[(y, 0) for y in (-60, -30, 30, 60)], view_size=512
+            )
             calls = [stub.Reconstruct.future(request, timeout=120) for _ in range(8)]
-            started = dict(grpc_type="unary", grpc_service="facerecon.v1.FaceReconService",
-                           grpc_method="Reconstruct")  # fmt: skip
+            started = dict(
+                grpc_type="unary",
+                grpc_service="facerecon.v1.FaceReconService",
+                grpc_method="Reconstruct",
+            )
             end = time.monotonic() + 30  # until all eight have reached the server
-            while sample(metrics := scrape(listening["metrics_port"]),
-                         "grpc_server_started_total", **started) < 8:  # fmt: skip
+            while (
+                sample(
+                    metrics := scrape(listening["metrics_port"]),
+                    "grpc_server_started_total",
+                    **started,
+                )
+                < 8
+            ):
                 assert time.monotonic() < end, "the calls never reached the server"
                 time.sleep(0.02)
             assert sample(metrics, "facerecon_inflight_requests") > 0, "nothing left to drain"

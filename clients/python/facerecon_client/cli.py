@@ -1,6 +1,6 @@
 """`facerecon-client`: reconstruct photos on a facerecon server, or show what it serves.
 
-    facerecon-client reconstruct localhost:50051 face.jpg more/ --out out/ --views -45,0,45
+    facerecon-client reconstruct localhost:50051 face.jpg more/ --out out/ --views=-45,0,45
     facerecon-client reconstruct localhost:50051 photos/ --out out/ --batch   # one stream
     facerecon-client info localhost:50051
 
@@ -119,7 +119,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                     detail = (
                         "; ".join(f"{f}: {d}" for f, d in fields.items()) or reply.error.message
                     )
-                    progress.write(f"{photo}: FAILED: {detail}")
+                    progress.write(f"{photo}: FAILED: {detail}", file=sys.stderr)
                 else:
                     save(reply.response, photo.stem, args.out, args.format)
                 progress.update()
@@ -130,7 +130,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                     save(reply, photo.stem, args.out, args.format)
                 except grpc.RpcError as error:
                     failures += 1
-                    progress.write(f"{photo}: FAILED: {describe_error(error)}")
+                    progress.write(f"{photo}: FAILED: {describe_error(error)}", file=sys.stderr)
                 progress.update()
     progress.close()
     return 1 if failures else 0
