@@ -1,7 +1,7 @@
 """Batched z-buffer rasteriser in pure torch (CPU or CUDA): views of a mesh at (yaw, pitch).
 
 Camera: orthographic, looking down -z of the y-up frame (DEVELOPERS.md). A view at
-(yaw, pitch) shows the head rotated by `Rx(pitch) @ Ry(yaw)` about its centre (after an
+(yaw, pitch) shows the head rotated by `Rx(pitch) @ Ry(yaw)` about its vertex mean (after an
 optional pre-rotation, e.g. the inverse of its estimated pose). All views of one mesh share
 one scale: the bounding sphere spans `FILL` of the image.
 
@@ -139,9 +139,10 @@ def _view_rotations(
 
 
 def _framing(mesh: Mesh) -> tuple[np.ndarray, float]:
-    """Centre (bounding-box centre, y-up frame) and bounding-sphere radius about it."""
+    """Centre (y-up frame) and bounding-sphere radius about it. The vertex mean, unlike the
+    bounding box's centre, turns with the mesh: views of a rotated mesh frame it the same."""
     v = mesh.vertices * FLIP_Y
-    centre = (v.min(axis=0) + v.max(axis=0)) / 2.0
+    centre = v.mean(axis=0)
     radius = float(np.sqrt(((v - centre) ** 2).sum(axis=1).max()))
     return centre, max(radius, 1e-6)
 
@@ -185,6 +186,9 @@ def _rasterize(
     x0, x1 = _min3(x).ceil().clamp(min=0), _max3(x).floor().clamp(max=size - 1)
     y0, y1 = _min3(y).ceil().clamp(min=0), _max3(y).floor().clamp(max=size - 1)
     ids = ((area < 0) & (x0 <= x1) & (y0 <= y1)).nonzero().squeeze(1)  # covers a pixel
+    if ids.numel() == 0:  # all culled or between pixel centres
+        nothing = torch.zeros(0, dtype=torch.long, device=device)
+        return nothing, nothing, torch.zeros((0, 3), device=device)
     tri, area, x0, y0 = tri[ids], area[ids], x0[ids], y0[ids]
     width = (x1[ids] - x0).long() + 1
     height = (y1[ids] - y0).long() + 1
