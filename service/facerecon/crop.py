@@ -10,21 +10,21 @@ A client gives the face as 68 landmarks (used directly), as 5 landmarks or as a 
 (both converted to the 68-landmark box by the calibrations below), or not at all (the whole
 image is the crop, as for a photo that is already a face crop).
 
-Calibration (scripts and numbers in the project's crop-calibration notes; 2-core CPU):
+Calibration (`python -m bench.crop_calibration` reruns it; bench/results/crop_calibration.json):
 - side_over_face = 1.15: YuNet on 1,951 UTKFace 200×200 aligned crops, with each face's
-  68-landmark box estimated from its 5 points, gives 200 / box side = 1.144–1.150 (median;
-  10th–90th percentile 1.08–1.22), the box centre 3–5 px below the crop centre. So a face crop
-  like UTKFace's, sent without a box, is framed as in training.
+  68-landmark box estimated from its 5 points, gives 200 / box side = 1.14 (median; 10th–90th
+  percentile 1.08–1.22; 1.13 when detected with margins added), the box centre about 5 px below
+  the crop centre. So a face crop like UTKFace's, sent without a box, is framed as in training.
 - 5 points → 68-landmark box: a scaled-orthographic camera is fitted to the 5 points of the
   mean ICT face (`_FIVE_POINTS`), and the box is that of the projected mean face outline
   (`_OUTLINE`: jaw, brows, nose tip, the convex hull of the 68 points for any pose). On 1,000
   random ICT identities with expressions at yaw ±60°, pitch ±30°, roll ±30° and 3 % point noise,
   the centre is off by 3 % of the box side on average (95th percentile 6 %) and the side ratio is
   0.99 ± 0.05: well inside the training engine's scale jitter of 0.85–1.15.
-- detector box → 68-landmark box: against the 5-point estimate on real photos (YuNet on
-  UTKFace and CFP frontal), the 68-landmark box side is 0.91 × √(box width × box height)
-  (0.90 and 0.92, s.d. 2–3 %) and its centre lies 0.08 × box height below the box centre
-  (0.09 and 0.07): WIDER FACE-style boxes (YuNet, SCRFD, RetinaFace) include the forehead.
+- detector box → 68-landmark box: against the 5-point estimate on real photos given margins
+  (YuNet on UTKFace and CFP frontal), the 68-landmark box side is 0.92 × √(box width × height)
+  (medians 0.91 and 0.93, s.d. 2–3 %) and its centre lies 0.08 × box height below the box centre
+  (0.09 and 0.08): WIDER FACE-style boxes (YuNet, SCRFD, RetinaFace) include the forehead.
 
 The warp is one bilinear resampling; shrinking by 2× or more first averages whole k×k pixel
 blocks (exact, aligned to the pixel grid) so that the bilinear step never aliases. Where the
@@ -80,7 +80,7 @@ _OUTLINE_RIGHT = np.array(
 _OUTLINE = np.concatenate(
     [_OUTLINE_RIGHT, _OUTLINE_RIGHT * (-1, 1, 1), [[0.0, 7.6, 10.4], [0.0, -0.4, 13.1]]]
 )
-_BOX_SIDE = 0.91  # 68-landmark box side / √(detector box width × height)
+_BOX_SIDE = 0.92  # 68-landmark box side / √(detector box width × height)
 _BOX_DROP = 0.08  # 68-landmark box centre below the detector box centre, × box height
 
 
