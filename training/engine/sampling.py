@@ -17,7 +17,7 @@ class ShapePrior:
 @dataclass(frozen=True)
 class PosePrior:
     yaw_max: float = 90.0
-    large_yaw_fraction: float = 0.3  # drawn from [large_yaw_from, yaw_max] instead
+    large_yaw_fraction: float = 0.1  # drawn from [large_yaw_from, yaw_max] instead
     large_yaw_from: float = 50.0
     pitch_common: float = 25.0  # most pitches are within this
     pitch_max: float = 45.0
