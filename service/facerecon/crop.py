@@ -19,8 +19,8 @@ Calibration (`python -m bench.crop_calibration` reruns it; bench/results/crop_ca
   mean ICT face (`_FIVE_POINTS`), and the box is that of the projected mean face outline
   (`_OUTLINE`: jaw, brows, nose tip, the convex hull of the 68 points for any pose). On 1,000
   random ICT identities with expressions at yaw ±60°, pitch ±30°, roll ±30° and 3 % point noise,
-  the centre is off by 3 % of the box side on average (95th percentile 6 %) and the side ratio is
-  0.99 ± 0.05: well inside the training engine's scale jitter of 0.85–1.15.
+  the centre is off by 3 % of the box side on average (90th percentile 5 %) and the side ratio is
+  1.00 ± 0.05: well inside the training engine's scale jitter of 0.85–1.15.
 - detector box → 68-landmark box: against the 5-point estimate on real photos given margins
   (YuNet on UTKFace and CFP frontal), the 68-landmark box side is 0.92 × √(box width × height)
   (medians 0.91 and 0.93, s.d. 2–3 %) and its centre lies 0.08 × box height below the box centre

@@ -14,7 +14,9 @@ Decisions:
   for 16-bit RGB(A) PNG; 16-bit grey ("I;16") is scaled here.
 - Embedded ICC profiles are not applied (pixel values are taken as sRGB).
 - Truncated or corrupt files are refused, never padded with grey: decoding relies on Pillow's
-  `ImageFile.LOAD_TRUNCATED_IMAGES` being False and checks that nobody has changed it.
+  `ImageFile.LOAD_TRUNCATED_IMAGES` being False and checks that nobody has changed it. Pillow
+  cannot see data that ends early but cleanly (a JPEG cut short and given a new end marker, a
+  PNG whose compressed stream ends before the last row): those decode with flat grey or black.
 """
 
 from __future__ import annotations
