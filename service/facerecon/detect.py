@@ -50,10 +50,10 @@ class FaceDetector(ABC):
         """All faces found, largest first."""
         height, width = image.shape[:2]
         shrink = min(1.0, self.max_side / max(height, width))
-        bgr = np.ascontiguousarray(image[:, :, ::-1])
         if shrink < 1.0:
             size = (max(1, round(width * shrink)), max(1, round(height * shrink)))
-            bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)  # both model families take OpenCV's order
         with self._lock:
             found = self._detect(bgr)
         # Back to the original pixels (pixel centres at integer coordinates).
