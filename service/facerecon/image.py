@@ -79,8 +79,10 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000, min_side: int = 32) 
         raise InputError("the image is empty (0 bytes)")
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)
-    except Image.DecompressionBombError:
-        raise InputError(_too_large_message(max_pixels)) from None
+    except Image.DecompressionBombError:  # Pillow's own backstop, far past any sane limit
+        raise InputError(
+            f"the image has too many pixels; at most {max_pixels:,} are accepted"
+        ) from None
     except Image.UnidentifiedImageError:
         raise InputError(_unsupported_message(data)) from None
     except _DECODE_ERRORS:
@@ -107,10 +109,6 @@ def _check_size(size: tuple[int, int], max_pixels: int, min_side: int) -> None:
         raise InputError(
             f"the image is {width}×{height} pixels; both sides must be at least {min_side} px"
         )
-
-
-def _too_large_message(max_pixels: int) -> str:
-    return f"the image has too many pixels; at most {max_pixels:,} are accepted"
 
 
 def _unsupported_message(data: bytes) -> str:
