@@ -25,10 +25,11 @@ def test_reconstruct_end_to_end_on_a_real_photo(tmp_path, tiny_weights, astronau
     out = tmp_path / "out"
     code = main(["reconstruct", str(photos), "--out", str(out), "--weights", str(tiny_weights),
                  "--views", "-30,30", "--size", "64", "--device", "cpu"])  # fmt: skip
-    text = capsys.readouterr().err
-    assert "broken.jpg: FAILED" in text
+    printed = capsys.readouterr()
+    assert "broken.jpg: FAILED" in printed.err
     assert code == 1  # one photo failed, and the exit code says so
-    assert "astronaut.jpg: FAILED" not in text
+    assert "astronaut.jpg: FAILED" not in printed.err
+    assert "astronaut.jpg:" in printed.out and "vertices" in printed.out
     mesh = trimesh.load(out / "astronaut.glb", force="mesh")
     assert len(mesh.faces) > 0
     assert sorted(p.name for p in out.glob("*.png")) == [

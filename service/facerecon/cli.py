@@ -57,7 +57,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             result = reconstructor(photo.read_bytes(), options=options)
         except (InputError, OSError) as error:
             failures += 1
-            progress.write(f"{photo}: FAILED: {error}")
+            progress.write(f"{photo}: FAILED: {error}", file=sys.stderr)
             continue
         stem = args.out / photo.stem
         stem.with_suffix(f".{args.format}").write_bytes(to_mesh(result.mesh))
@@ -128,8 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def join_negative_values(argv: list[str], option: str = "--views") -> list[str]:
+    """argparse takes '--views -60,0,60' for two options; glue the value to its flag."""
+    joined = list(argv)
+    for i, arg in enumerate(joined[:-1]):
+        if arg == option:
+            joined[i : i + 2] = [f"{option}={joined[i + 1]}"]
+            break
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = join_negative_values(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:
         return cmd_serve(argparse.Namespace(), argv[1:])
     args = build_parser().parse_args(argv)
