@@ -1,6 +1,6 @@
 """Network forward speed: batch 1 on the CPU (latency), large batches on the GPU (throughput).
 
-    python -m bench.bench_model [--variants vrn-light,vrn] [--repeats 10]
+python -m bench.bench_model [--variants vrn-light,vrn] [--repeats 10]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 
 from bench.results_io import save
 from facerecon.models import count_parameters, create_model, fold_batchnorm
+
 
 # Convolution FLOPs of one 192x192 forward, counted by hooks (multiply-add = 2 FLOPs).
 def count_flops(model: torch.nn.Module, size: int = 192) -> int:

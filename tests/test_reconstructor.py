@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from facerecon.errors import InputError
-from facerecon.reconstructor import Reconstructor, ReconstructOptions, WeightsNotFound
+from facerecon.reconstructor import ReconstructOptions, Reconstructor, WeightsNotFound
 
 
 @pytest.fixture(scope="module")

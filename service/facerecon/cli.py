@@ -20,8 +20,9 @@ def parse_angles(text: str) -> tuple[tuple[float, float], ...]:
         yaw, _, pitch = item.partition(":")
         try:
             angles.append((float(yaw), float(pitch or 0.0)))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"bad view angle {item!r}: use YAW or YAW:PITCH")
+        except ValueError as error:
+            message = f"bad view angle {item!r}: use YAW or YAW:PITCH"
+            raise argparse.ArgumentTypeError(message) from error
     return tuple(angles)
 
 
@@ -38,7 +39,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     from facerecon import export
     from facerecon.errors import InputError
-    from facerecon.reconstructor import Reconstructor, ReconstructOptions
+    from facerecon.reconstructor import ReconstructOptions, Reconstructor
 
     reconstructor = Reconstructor(args.weights, device=args.device, detector=args.detector)
     options = ReconstructOptions(
@@ -65,7 +66,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             name = f"{photo.stem}_yaw{view.yaw:+.0f}_pitch{view.pitch:+.0f}.png"
             (args.out / name).write_bytes(export.to_png(view.image))
         if result.frontal is not None:
-            (args.out / f"{photo.stem}_frontal.png").write_bytes(export.to_png(result.frontal.image))
+            frontal = export.to_png(result.frontal.image)
+            (args.out / f"{photo.stem}_frontal.png").write_bytes(frontal)
         pose = result.pose
         total = sum(result.timings_ms.values())
         progress.write(
@@ -87,7 +89,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"version    {info.version}")
     print(f"sha256     {info.sha256}")
     print(f"input      {info.input_size}x{info.input_size} RGB -> {info.slices}-slice volume")
-    print(f"device     {info.device} (torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    threads = torch.get_num_threads()
+    print(f"device     {info.device} (torch {torch.__version__}, {threads} threads)")
     return 0
 
 
@@ -102,8 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--weights", type=Path, default=None,
-                       help="checkpoint (default: $FACERECON_WEIGHTS or weights/facerecon.pt)")
+        p.add_argument(
+            "--weights",
+            type=Path,
+            default=None,
+            help="checkpoint (default: $FACERECON_WEIGHTS or weights/facerecon.pt)",
+        )
         p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")  # fmt: skip
 
     rec = sub.add_parser("reconstruct", help="reconstruct photos (files or folders)")

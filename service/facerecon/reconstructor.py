@@ -63,7 +63,9 @@ class ReconstructOptions:
                 field="options.view_size",
             )
         if self.background is not None and not all(0 <= c <= 255 for c in self.background):
-            raise InputError("background must be three values in 0..255", field="options.background")
+            raise InputError(
+                "background must be three values in 0..255", field="options.background"
+            )
         if self.decimate_faces is not None and self.decimate_faces < 100:
             raise InputError("decimation target must be at least 100 faces",
                              field="options.decimate_faces")  # fmt: skip
@@ -238,7 +240,7 @@ class Reconstructor:
             views = []
             if options.views:
                 images = render_views(mesh, options.views, options.view_size, options.background)
-                views = [View(y, p, im) for (y, p), im in zip(options.views, images)]
+                views = [View(y, p, im) for (y, p), im in zip(options.views, images, strict=True)]
             frontal = None
             if options.frontal:
                 image = frontal_view(mesh, pose, options.view_size, options.background)

@@ -67,9 +67,7 @@ class Hourglass(nn.Module):
         self.skip = residuals(features, modules)
         self.down = residuals(features, modules)
         self.inner = (
-            Hourglass(depth - 1, features, modules)
-            if depth > 1
-            else residuals(features, modules)
+            Hourglass(depth - 1, features, modules) if depth > 1 else residuals(features, modules)
         )
         self.up = residuals(features, modules)
 
@@ -102,15 +100,14 @@ class VRN(nn.Module):
         self.merge = nn.ModuleList(nn.Conv2d(f, f, 1) for _ in range(config.stacks - 1))
         n_heads = config.stacks if config.intermediate_supervision else 1
         self.heads = nn.ModuleList(nn.Conv2d(f, s, 1) for _ in range(n_heads))
-        self.head_merge = nn.ModuleList(
-            nn.Conv2d(s, f, 1) for _ in range(n_heads - 1)
-        )
+        self.head_merge = nn.ModuleList(nn.Conv2d(s, f, 1) for _ in range(n_heads - 1))
 
     def forward_logits(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Logits of each supervised stack at 48 x 48 (the last one is the answer)."""
         x = self.stem(image * 2.0 - 1.0)
         outputs = []
-        for i, (hourglass, features) in enumerate(zip(self.hourglasses, self.features)):
+        stages = zip(self.hourglasses, self.features, strict=True)
+        for i, (hourglass, features) in enumerate(stages):
             y = features(hourglass(x))
             last = i == self.config.stacks - 1
             if self.config.intermediate_supervision or last:
@@ -131,7 +128,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Fold every Conv2d -> BatchNorm2d pair into one Conv2d (inference only)."""
     for module in model.modules():
         children = list(module.named_children())
-        for (name, child), (next_name, after) in zip(children, children[1:]):
+        for (name, child), (next_name, after) in zip(children, children[1:], strict=False):
             if isinstance(child, nn.Conv2d) and isinstance(after, nn.BatchNorm2d):
                 setattr(module, name, torch.nn.utils.fusion.fuse_conv_bn_eval(child, after))
                 setattr(module, next_name, nn.Identity())
