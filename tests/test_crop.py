@@ -214,6 +214,7 @@ BAD_LANDMARKS = [
     (np.zeros((5, 3)), "5 or 68"),
     ([[1, 2], [3]], "5 or 68"),
     (np.full((5, 2), np.nan), "finite"),
+    (np.full((5, 2), 1e300), "finite"),
     (np.full((68, 2), 150.0), "too small"),
     (np.full((5, 2), 150.0), "too small"),
     (np.random.default_rng(0).uniform(900, 1000, (68, 2)), "outside"),
@@ -225,6 +226,25 @@ def test_bad_landmarks_are_refused(landmarks, message: str) -> None:
     with pytest.raises(InputError, match=message) as caught:
         normalise_face(np.zeros((300, 400, 3), np.uint8), landmarks=landmarks)
     assert caught.value.field == "landmarks"
+
+
+ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True)
+
+
+@pytest.mark.filterwarnings("error")  # no overflow or invalid-value warnings either
+@settings(max_examples=200, deadline=2000, derandomize=True)
+@given(
+    box=st.lists(ANY_FLOAT, min_size=4, max_size=4),
+    landmarks=st.lists(st.tuples(ANY_FLOAT, ANY_FLOAT), min_size=5, max_size=5),
+    use_box=st.booleans(),
+)
+def test_any_numbers_only_ever_raise_input_error(box, landmarks, use_box: bool) -> None:
+    image = np.zeros((60, 80, 3), np.uint8)
+    try:
+        crop = normalise_face(image, **({"box": box} if use_box else {"landmarks": landmarks}))
+    except InputError:
+        return
+    assert crop.image.shape == (CROP_SIZE, CROP_SIZE, 3) and np.isfinite(crop.transform.scale)
 
 
 def test_landmarks_win_over_a_box_but_the_box_is_still_checked() -> None:

@@ -43,6 +43,7 @@ from facerecon.errors import InputError
 
 CROP_SIZE = 192
 MIN_FACE_SIDE = 16.0  # image px across the 68-landmark box; smaller faces hold no 3D detail
+_COORDINATE_LIMIT = 1e7  # px; keeps every product and sum far from float overflow
 
 
 @dataclass(frozen=True)
@@ -183,8 +184,7 @@ def _points(value: object, field: str, expected: str) -> np.ndarray:
         raise InputError(f"{field} must be {expected}", field=field) from None
     if points.ndim != 2 or points.shape[1] != 2:
         raise InputError(f"{field} must be {expected}", field=field)
-    if not np.isfinite(points).all():
-        raise InputError(f"{field} must be finite numbers", field=field)
+    _check_finite(points, field)
     return points
 
 
@@ -195,12 +195,18 @@ def _box(box: object) -> tuple[float, float, float, float]:
         values = np.empty(0)
     if values.shape != (4,):
         raise InputError("face_box must be 4 numbers: x0, y0, x1, y1", field="face_box")
-    if not np.isfinite(values).all():
-        raise InputError("face_box must be finite numbers", field="face_box")
+    _check_finite(values, "face_box")
     x0, y0, x1, y1 = values.tolist()
     if not (x1 > x0 and y1 > y0):
         raise InputError("face_box must have x1 > x0 and y1 > y0", field="face_box")
     return x0, y0, x1, y1
+
+
+def _check_finite(values: np.ndarray, field: str) -> None:
+    if not (np.abs(values) <= _COORDINATE_LIMIT).all():  # also False for NaN
+        raise InputError(
+            f"{field} must be finite numbers within ±{_COORDINATE_LIMIT:,.0f} px", field=field
+        )
 
 
 def _outline_box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
