@@ -76,94 +76,126 @@ def rotate_mesh_vertices(
 
 SAMPLES = 2000  # surface points: ~1 degree; the nose tip needs a dense midline
 COARSE_SAMPLES = 250  # of those, for choosing among starting planes
+MAX_AWAY = 0.1  # most negative z of the forward axis (the face was seen: |yaw| < ~95)
 
 
 def estimate_pose(mesh: Mesh) -> Pose:
     """Coarse head pose from the reconstructed mesh alone.
 
-    1. Bilateral symmetry plane by reflective ICP from several starting normals; its normal
+    1. Bilateral symmetry plane by reflective ICP from several starting planes; its normal
        is the left-right axis.
     2. Forward: the direction in that plane in which the midline (nose) sticks out furthest
        beyond the cheeks on either side; translation-invariant, so it does not depend on
        how much of the skull or neck the volume holds.
+       Directions facing away from the camera are excluded: the photo showed the face.
     3. The sign of left-right is chosen so that the head's up axis points up in the image
        (heads in photos are upright to within +-90 degrees of roll).
     """
     if mesh.num_faces == 0:
         raise ValueError("cannot estimate the pose of an empty mesh")
-    points = _surface_samples(mesh, SAMPLES)
-    centre = points.mean(axis=0)
-    points = points - centre
-    size = float(np.sqrt((points**2).sum(axis=1).mean()))
-    points /= size
-    normal = _symmetry_normal(points)
-    forward = _forward_axis(points, normal)
-    up = np.cross(forward, normal)
-    if up[1] < 0:  # normal pointed to the subject's right: flip to make (left, up, forward)
-        normal, up = -normal, -up
-    return pose_from_rotation(np.stack([normal, up, forward], axis=1))
+    points, normals = _surface_samples(mesh, SAMPLES)
+    points -= points.mean(axis=0)
+    points /= np.sqrt((points**2).sum(axis=1).mean())
+    left = _symmetry_normal(points, normals)
+    forward = _forward_axis(points, left)
+    up = np.cross(forward, left)
+    if up[1] < 0:  # `left` pointed to the subject's right: flip to make (left, up, forward)
+        left, up = -left, -up
+    return pose_from_rotation(np.stack([left, up, forward], axis=1))
 
 
-def _surface_samples(mesh: Mesh, count: int) -> np.ndarray:
-    """Area-uniform points (triangle centroids, y-up frame) drawn with a fixed seed."""
+def _surface_samples(mesh: Mesh, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Area-uniform points (triangle centroids) and their unit face normals, y-up frame,
+    drawn with a fixed seed."""
     v = mesh.vertices.astype(np.float64) * (1.0, -1.0, 1.0)
-    corners = v[mesh.faces]
-    area = np.linalg.norm(
-        np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1
-    )
-    rng = np.random.default_rng(0)
-    chosen = rng.choice(len(area), size=count, p=area / area.sum())
-    return corners[chosen].mean(axis=1)
+    a, b, c = v[mesh.faces[:, 0]], v[mesh.faces[:, 1]], v[mesh.faces[:, 2]]
+    cross = np.cross(b - a, c - a)
+    cumulative = np.cumsum(np.sqrt(np.einsum("ij,ij->i", cross, cross)))
+    draws = np.random.default_rng(0).random(count) * cumulative[-1]
+    chosen = np.minimum(np.searchsorted(cumulative, draws), len(cumulative) - 1)
+    normals = cross[chosen] / np.linalg.norm(cross[chosen], axis=1, keepdims=True)
+    return (a[chosen] + b[chosen] + c[chosen]) / 3.0, normals
 
 
-def _symmetry_normal(points: np.ndarray) -> np.ndarray:
-    """Unit normal of the best mirror plane (through the origin's neighbourhood).
+def _symmetry_normal(points: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """Unit normal of the best mirror plane of a centred, unit-size point cloud.
 
-    Coarse reflective ICP on a few hundred points from the principal axes and from the
-    camera's x axis turned by a few yaws (a face's left-right axis is near one of them), then
-    the best start is refined on all points.
+    A few point-to-plane steps from each of several starts (the principal axes and the
+    camera's x axis turned by a few yaws: a face's left-right axis is near one of them) on a
+    few hundred points pick the start; more steps on all points refine it.
     """
-    tree = cKDTree(points)  # mirrored query points are matched against all the points
-    _, axes = np.linalg.eigh(points.T @ points)
+    tree = cKDTree(points)  # mirrored points are matched against all the points
+    _, axes = np.linalg.eigh(np.einsum("ij,ik->jk", points, points))
     starts = [axes[:, i] for i in range(3)]
     starts += [rotation_matrix(yaw, 0.0)[:, 0] for yaw in (-60.0, -20.0, 20.0, 60.0)]
-    coarse = points[:: max(1, len(points) // COARSE_SAMPLES)]
-    fits = [_reflective_icp(coarse, tree, points, normal, 0.0, 4) for normal in starts]
+    few = slice(None, None, max(1, len(points) // COARSE_SAMPLES))
+    fits = [_reflective_icp(points[few], tree, points, normals, start, 0.0, 4) for start in starts]
     _, normal, offset = min(fits, key=lambda fit: fit[0])
-    return _reflective_icp(points, tree, points, normal, offset, 6)[1]
+    return _reflective_icp(points, tree, points, normals, normal, offset, 6)[1]
 
 
 def _reflective_icp(
     query: np.ndarray,
     tree: cKDTree,
     points: np.ndarray,
+    normals: np.ndarray,
     normal: np.ndarray,
     offset: float,
     iterations: int,
 ) -> tuple[float, np.ndarray, float]:
-    """Refine the plane `x . normal = offset` so that mirrored `query` points land on
-    `points`; returns (mean distance of the best 80 %, normal, offset)."""
-    for _ in range(iterations):
-        mirrored = query - 2.0 * (query @ normal - offset)[:, None] * normal
-        dist, partner = tree.query(mirrored)
-        keep = dist <= np.quantile(dist, 0.8)
-        diff = (query - points[partner])[keep]  # each is parallel to the true normal
-        _, vecs = np.linalg.eigh(diff.T @ diff)
-        normal = vecs[:, 2] * np.sign(vecs[:, 2] @ normal)
-        offset = float(((query + points[partner])[keep] / 2.0 @ normal).mean())
-    return float(dist[keep].mean()), normal, offset
+    """Fit the plane `x . normal = offset` so that mirrored `query` points land on the
+    surface through `points` (with `normals`): Gauss-Newton on point-to-plane distances, the
+    worst 20 % of matches ignored. Returns (mean kept distance, normal, offset)."""
+    for iteration in range(iterations + 1):
+        side = query @ normal - offset
+        mirrored = query - 2.0 * side[:, None] * normal
+        _, partner = tree.query(mirrored)
+        nu = normals[partner]
+        residual = np.einsum("ij,ij->i", mirrored - points[partner], nu)
+        keep = np.abs(residual) <= np.quantile(np.abs(residual), 0.8)
+        error = float(np.abs(residual[keep]).mean())
+        if iteration == iterations:
+            break
+        # derivatives of the mirrored point along nu, for normal += a*e1 + b*e2, offset += c
+        e1 = np.cross(normal, [1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0])
+        e1 /= np.linalg.norm(e1)
+        e2 = np.cross(normal, e1)
+        nu_n = nu @ normal
+        jacobian = np.stack(
+            [
+                -2.0 * ((query @ e1) * nu_n + side * (nu @ e1)),
+                -2.0 * ((query @ e2) * nu_n + side * (nu @ e2)),
+                2.0 * nu_n,
+            ],
+            axis=1,
+        )[keep]
+        gram = np.einsum("ij,ik->jk", jacobian, jacobian)  # normal equations, 3 x 3
+        step = np.linalg.solve(gram + 1e-9 * np.eye(3), -residual[keep] @ jacobian)
+        normal = normal + step[0] * e1 + step[1] * e2
+        normal /= np.linalg.norm(normal)
+        offset += step[2]
+    return error, normal, offset
 
 
-def _forward_axis(points: np.ndarray, normal: np.ndarray, steps: int = 180) -> np.ndarray:
-    side = points @ normal
+def _forward_axis(points: np.ndarray, left: np.ndarray, steps: int = 180) -> np.ndarray:
+    """The direction, perpendicular to `left`, in which points near the symmetry plane (the
+    nose) reach furthest beyond points a cheek's width to either side."""
+    side = points @ left
     side -= np.median(side)
     midline = points[np.abs(side) < 0.1]
     lateral = points[(np.abs(side) > 0.25) & (np.abs(side) < 0.6)]
-    u = np.cross(normal, [0.0, 1.0, 0.0] if abs(normal[1]) < 0.9 else [1.0, 0.0, 0.0])
+    u = np.cross(left, [0.0, 1.0, 0.0] if abs(left[1]) < 0.9 else [1.0, 0.0, 0.0])
     u /= np.linalg.norm(u)
-    w = np.cross(normal, u)
+    w = np.cross(left, u)
     theta = np.linspace(0.0, 2.0 * np.pi, steps, endpoint=False)
-    dirs = np.cos(theta)[:, None] * u + np.sin(theta)[:, None] * w  # (steps, 3)
-    protrusion = (midline @ dirs.T).max(axis=0) - (lateral @ dirs.T).max(axis=0)
-    best = theta[np.argmax(protrusion)]
-    return np.cos(best) * u + np.sin(best) * w
+    cos, sin = np.cos(theta), np.sin(theta)
+
+    def reach(p: np.ndarray) -> np.ndarray:  # furthest extent along each direction
+        # outer products, not a matrix product: tiny BLAS calls stall on a busy machine
+        return (np.multiply.outer(p @ u, cos) + np.multiply.outer(p @ w, sin)).max(axis=0)
+
+    protrusion = reach(midline) - reach(lateral)
+    # the face was seen in the photo, so it cannot face away from the camera
+    protrusion[cos * u[2] + sin * w[2] < -MAX_AWAY] = -np.inf
+    best = np.argmax(protrusion)
+    return cos[best] * u + sin[best] * w
