@@ -57,7 +57,7 @@ def render_views(
     if mesh.num_faces == 0:
         return images.cpu().numpy()
 
-    points, normals = _camera_frame(mesh, rotations, size, device)
+    points, normals, front = _camera_frame(mesh, rotations, size, device)
     albedo = (
         torch.from_numpy(mesh.colors).to(device, torch.float32)
         if mesh.colors is not None
@@ -67,7 +67,7 @@ def render_views(
     vertex_rgb = albedo[None] * shade[..., None]  # (N, V, 3)
 
     faces = torch.from_numpy(mesh.faces).to(device, torch.long)
-    pixel, view_face, bary = _rasterize(points, faces, size)
+    pixel, view_face, bary = _rasterize(points, faces, front, size)
     view, face = view_face // len(faces), view_face % len(faces)
     corners = faces[face] + (view * mesh.num_vertices)[:, None]  # into (N * V) vertices
     corner_rgb = vertex_rgb.reshape(-1, 3).index_select(0, corners.view(-1)).view(-1, 3, 3)
@@ -94,9 +94,9 @@ def render_depth(
     depth = torch.full((len(rotations) * size * size,), float("nan"), device=device)
     if mesh.num_faces == 0:
         return depth.view(-1, size, size).cpu().numpy()
-    points, _ = _camera_frame(mesh, rotations, size, device)
+    points, _, front = _camera_frame(mesh, rotations, size, device)
     faces = torch.from_numpy(mesh.faces).to(device, torch.long)
-    pixel, view_face, bary = _rasterize(points, faces, size)
+    pixel, view_face, bary = _rasterize(points, faces, front, size)
     view, face = view_face // len(faces), view_face % len(faces)
     corners = faces[face] + (view * mesh.num_vertices)[:, None]
     z = (points[..., 2].reshape(-1)[corners] * bary).sum(dim=1)
@@ -153,22 +153,30 @@ def _pixels_per_unit(mesh: Mesh, size: int) -> float:
 
 def _camera_frame(
     mesh: Mesh, rotations: np.ndarray, size: int, device: str | torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Vertices as (column, row, depth) pixels `(N, V, 3)` and unit normals `(N, V, 3)`."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Vertices as (column, row, depth) pixels `(N, V, 3)`, unit vertex normals `(N, V, 3)`
+    and, per view and face, whether the face turns towards the camera `(N, F)`."""
     centre, _ = _framing(mesh)
     scale = _pixels_per_unit(mesh, size)
     rot = torch.from_numpy(rotations).to(device, torch.float32)
     v = torch.from_numpy(mesh.vertices * FLIP_Y - centre).to(device, torch.float32)
-    p = torch.einsum("nij,vj->nvi", rot, v) * scale
     half = (size - 1) / 2.0  # pixel centres are at integers
-    points = torch.stack([half + p[..., 0], half - p[..., 1], p[..., 2]], dim=-1)
+    to_pixels = torch.tensor([scale, -scale, scale], device=device)[:, None]  # rows: y down
+    points = torch.einsum("nij,vj->nvi", rot * to_pixels, v).contiguous()
+    points += torch.tensor([half, half, 0.0], device=device)
     n = mesh.normals if mesh.normals is not None else mesh.with_normals().normals
     normals = torch.einsum("nij,vj->nvi", rot, torch.from_numpy(n * FLIP_Y).to(device))
-    return points, normals
+    # faces are counter-clockwise in the y-up frame: their normals' z says which face us
+    faces = torch.from_numpy(mesh.faces).to(device, torch.long)
+    face_normals = torch.cross(
+        v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]], dim=1
+    )
+    front = rot[:, 2, :] @ face_normals.T > 0
+    return points, normals, front
 
 
 def _rasterize(
-    points: torch.Tensor, faces: torch.Tensor, size: int
+    points: torch.Tensor, faces: torch.Tensor, front: torch.Tensor, size: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Visible surface per pixel.
 
@@ -176,25 +184,23 @@ def _rasterize(
     `view * F + face` of the nearest triangle there, and the pixel's barycentric weights.
     """
     n, device = points.shape[0], points.device
-    offsets = torch.arange(n, device=device)[:, None] * points.shape[1]
-    corners = (faces.view(1, -1) + offsets).view(-1)  # (N * F * 3) into (N * V) vertices
-    tri = points.reshape(-1, 3).index_select(0, corners).view(-1, 3, 3)  # (N * F, corner, xyz)
+    num_faces, num_vertices = faces.shape[0], points.shape[1]
+    ids = front.view(-1).nonzero().squeeze(1)  # view * F + face, back faces culled
+    corners = (faces[ids % num_faces] + (ids // num_faces * num_vertices)[:, None]).view(-1)
+    tri = points.view(-1, 3).index_select(0, corners).view(-1, 3, 3)  # (T, corner, xyz)
     x, y = tri[..., 0], tri[..., 1]
-    # twice the signed area in pixel coordinates; counter-clockwise in the y-up frame is
-    # clockwise on the y-down screen, so front faces have negative area
-    area = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0])
     x0, x1 = _min3(x).ceil().clamp(min=0), _max3(x).floor().clamp(max=size - 1)
     y0, y1 = _min3(y).ceil().clamp(min=0), _max3(y).floor().clamp(max=size - 1)
-    ids = ((area < 0) & (x0 <= x1) & (y0 <= y1)).nonzero().squeeze(1)  # covers a pixel
-    if ids.numel() == 0:  # all culled or between pixel centres
+    live = ((x0 <= x1) & (y0 <= y1)).nonzero().squeeze(1)  # covers some pixel centre
+    if live.numel() == 0:  # nothing in view, or all between pixel centres
         nothing = torch.zeros(0, dtype=torch.long, device=device)
         return nothing, nothing, torch.zeros((0, 3), device=device)
-    tri, area, x0, y0 = tri[ids], area[ids], x0[ids], y0[ids]
-    width = (x1[ids] - x0).long() + 1
-    height = (y1[ids] - y0).long() + 1
+    ids, tri, x0, x1, y0, y1 = (t[live] for t in (ids, tri, x0, x1, y0, y1))
+    width = (x1 - x0).long() + 1
+    height = (y1 - y0).long() + 1
     # barycentric weights and depth are affine in the pixel position; coefficients are
     # taken relative to each box's corner (x0, y0) to keep float32 rounding small
-    planes = _plane_coefficients(tri, area, x0, y0)  # (T, 4, 3)
+    planes = _plane_coefficients(tri, x0, y0)  # (3: a, b, c, T, 4: weights and depth)
     # group boxes by shape: exact up to 4 pixels (most triangles cover a few pixels),
     # powers of two above, so that each group enumerates few pixels outside its triangles
     bucket = _size_level(width) * _LEVELS + _size_level(height)
@@ -210,15 +216,15 @@ def _rasterize(
             indexing="ij",
         )
         dx, dy = dx.reshape(1, -1, 1), dy.reshape(1, -1, 1)
-        wz = _affine(planes[sel], dx, dy)  # (T, C, 4): three weights and depth
-        inside = _min3(wz[..., :3].movedim(-1, 1)) >= -1e-5
+        wz = _affine(planes[:, sel], dx, dy)  # (T, C, 4): three weights and depth
+        inside = torch.minimum(torch.minimum(wz[..., 0], wz[..., 1]), wz[..., 2]) >= -1e-5
         if box_w > 4 or box_h > 4:  # power-of-two boxes overhang the triangle's own box
             inside &= (dx[..., 0] < width[sel, None]) & (dy[..., 0] < height[sel, None])
         t_idx, c_idx = inside.nonzero(as_tuple=True)
         hit = sel[t_idx]
         col = x0[hit].long() + dx[0, c_idx, 0].long()
         row = y0[hit].long() + dy[0, c_idx, 0].long()
-        cand_pixel.append((ids[hit] // faces.shape[0]) * size * size + row * size + col)
+        cand_pixel.append((ids[hit] // num_faces) * size * size + row * size + col)
         z = wz[t_idx, c_idx, 3]
         quantised = ((z + size) * depth_scale).long().clamp(0, (1 << _DEPTH_BITS) - 1)
         cand_key.append((quantised << 32) | hit)
@@ -231,7 +237,7 @@ def _rasterize(
     winner = zbuffer[covered] & 0xFFFFFFFF
     row = ((covered % (size * size)) // size).float() - y0[winner]
     col = (covered % size).float() - x0[winner]
-    bary = _affine(planes[winner, :3], col[:, None, None], row[:, None, None])[:, 0]
+    bary = _affine(planes[:, winner, :3], col[:, None, None], row[:, None, None])[:, 0]
     return covered, ids[winner], bary.clamp(min=0.0)
 
 
@@ -253,23 +259,26 @@ def _max3(t: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.maximum(t[:, 0], t[:, 1]), t[:, 2])
 
 
-def _plane_coefficients(
-    tri: torch.Tensor, area: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor
-) -> torch.Tensor:
-    """Affine maps (a, b, c) of (dx, dy) = pixel - (x0, y0) to the three barycentric weights
-    and the depth: `(T, 4, 3 coefficients)`."""
+def _plane_coefficients(tri: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+    """Affine maps `a * dx + b * dy + c` of (dx, dy) = pixel - (x0, y0) to the three
+    barycentric weights and the depth, as `(3: a, b, c, T, 4)`."""
     x = tri[..., 0] - x0[:, None]
     y = tri[..., 1] - y0[:, None]
     x1, x2 = x.roll(-1, dims=1), x.roll(-2, dims=1)  # the other two corners, in order
     y1, y2 = y.roll(-1, dims=1), y.roll(-2, dims=1)
-    # weight of corner i = signed area of (pixel, corner i+1, corner i+2) / area
-    weights = torch.stack([y1 - y2, x2 - x1, x1 * y2 - x2 * y1], dim=-1) / area[:, None, None]
-    depth = torch.bmm(tri[:, None, :, 2], weights)  # (T, 1, 3)
-    return torch.cat([weights, depth], dim=1)
+    # weight of corner i = signed area of (pixel, corner i+1, corner i+2) / the triangle's
+    area = (x1[:, 0] - x[:, 0]) * (y2[:, 0] - y[:, 0]) - (x2[:, 0] - x[:, 0]) * (y1[:, 0] - y[:, 0])
+    planes = torch.empty((3, len(tri), 4), device=tri.device)
+    planes[0, :, :3] = y1 - y2
+    planes[1, :, :3] = x2 - x1
+    planes[2, :, :3] = x1 * y2 - x2 * y1
+    planes[..., :3] /= area[:, None]
+    planes[..., 3] = (planes[..., :3] * tri[..., 2]).sum(dim=-1)
+    return planes
 
 
-def _affine(coefficients: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
-    """`a * dx + b * dy + c` for coefficients `(T, K, 3)` at offsets broadcasting to (T, C, 1):
+def _affine(planes: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """`a * dx + b * dy + c` for `planes` (3, T, K) at offsets broadcasting to (T, C, 1):
     returns `(T, C, K)`."""
-    a, b, c = (coefficients[:, None, :, i] for i in range(3))
+    a, b, c = planes[:, :, None, :]
     return a * dx + b * dy + c

@@ -1,0 +1,109 @@
+"""Geometry timings: marching cubes (scikit-image vs PyMCubes), volume -> mesh, five views, pose.
+
+    python -m bench.bench_geometry [--repeats 15] [--device cpu]
+
+The volume is an analytic head (skull, face, nose, neck cut by the crop's border) with a
+soft ~1-voxel occupancy edge like the network's, in the service's 200 x 192 x 192 grid.
+Times are the median and the minimum over repeats; the machine is shared, so the minimum
+is the better estimate of the code's cost and the median of what a request sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+
+import mcubes
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from skimage.measure import marching_cubes
+
+from bench.results_io import save
+from facerecon.mesh import _block_means, volume_to_mesh
+from facerecon.pose import estimate_pose
+from facerecon.render import render_views
+
+SHAPE = (200, 192, 192)  # [d, y, x]
+VIEWS = [(0.0, 0.0), (-60.0, 0.0), (60.0, 0.0), (0.0, 20.0), (30.0, -15.0)]
+
+
+def head_volume(shape: tuple[int, int, int] = SHAPE) -> np.ndarray:
+    """Soft occupancy of a head-sized union of ellipsoids facing the camera (+d)."""
+    d, y, x = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
+
+    def ellipsoid(centre, radii):  # signed distance-like, in voxels (positive inside)
+        r = np.sqrt(
+            sum(((g - c) / s) ** 2 for g, c, s in zip((d, y, x), centre, radii, strict=True))
+        )
+        return (1.0 - r) * min(radii)
+
+    inside = np.maximum.reduce([
+        ellipsoid((95, 80, 96), (80, 95, 70)),  # skull, cut by the crop's top border
+        ellipsoid((130, 120, 96), (45, 55, 55)),  # face and jaw
+        ellipsoid((172, 105, 96), (14, 24, 9)),  # nose
+        ellipsoid((95, 190, 96), (45, 60, 42)),  # neck, cut by the bottom border
+    ])  # fmt: skip
+    return (1.0 / (1.0 + np.exp(np.clip(-4.0 * inside, -50, 50)))).astype(np.float32)
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[dict, object]:
+    result = fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(1000.0 * (time.perf_counter() - start))
+    return {"median_ms": round(float(np.median(times)), 2), "min_ms": round(min(times), 2)}, result
+
+
+def compare_marching_cubes(grid: np.ndarray, repeats: int) -> dict:
+    """Both libraries on the same grid, and how far apart their surfaces are."""
+    sk_time, (sk_verts, sk_faces, _, _) = timed(lambda: marching_cubes(grid, 0.5), repeats)
+    mc_time, (mc_verts, mc_faces) = timed(lambda: mcubes.marching_cubes(grid, 0.5), repeats)
+    gap = cKDTree(sk_verts).query(mc_verts)[0]
+    return {
+        "grid": list(grid.shape),
+        "skimage": {**sk_time, "vertices": len(sk_verts), "faces": len(sk_faces)},
+        "pymcubes": {**mc_time, "vertices": len(mc_verts), "faces": len(mc_faces)},
+        "max_vertex_gap_voxels": round(float(gap.max()), 5),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    volume = head_volume()
+    occupied = np.argwhere(volume > 0.5)
+    lo, hi = occupied.min(axis=0), occupied.max(axis=0) + 1
+    cropped = volume[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    marching = {
+        "full_resolution": compare_marching_cubes(np.pad(cropped, 1), args.repeats),
+        "step_2_block_means": compare_marching_cubes(_block_means(cropped, 2), args.repeats),
+    }
+
+    mesh_time, mesh = timed(lambda: volume_to_mesh(volume), args.repeats)
+    render_time, _ = timed(lambda: render_views(mesh, VIEWS, 256, device=args.device), args.repeats)
+    pose_time, pose = timed(lambda: estimate_pose(mesh), args.repeats)
+    save(
+        "geometry",
+        {
+            "volume": list(SHAPE),
+            "marching_cubes": marching,
+            "volume_to_mesh": {**mesh_time, "vertices": mesh.num_vertices, "faces": mesh.num_faces},
+            "render_5_views_256": {**render_time, "device": args.device, "views": VIEWS},
+            "estimate_pose": {**pose_time, "pose": [pose.yaw, pose.pitch, pose.roll]},
+            "repeats": args.repeats,
+            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+        },
+    )
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
