@@ -38,7 +38,9 @@ def shaded(depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((normal * light).sum(1).clamp(0, 1) * mask).clamp(0, 1)
 
 
-def contact_sheet(engine: SyntheticFaces, count: int = 64, columns: int = 8) -> Image.Image:
+def contact_sheet(
+    engine: SyntheticFaces, count: int = 64, columns: int = 8, tile: int = 112
+) -> Image.Image:
     batch = engine.batch(0, count)
     volume = fill_volume(batch.front, batch.back)
     depth, mask = volume_surface(volume)
@@ -47,6 +49,7 @@ def contact_sheet(engine: SyntheticFaces, count: int = 64, columns: int = 8) -> 
     tint = torch.stack([shade, shade * 0.9, shade * 0.5], 1)
     overlay = torch.where(mask[:, None], 0.35 * image + 0.65 * tint, image)
     pairs = torch.cat([image, overlay], -1)  # (B, 3, H, 2W)
+    pairs = torch.nn.functional.interpolate(pairs, size=(tile, 2 * tile), mode="area")
     tiles = (pairs.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     rows = [np.concatenate(list(tiles[r : r + columns]), 1) for r in range(0, count, columns)]
     return Image.fromarray(np.concatenate(rows, 0))
@@ -61,7 +64,7 @@ def main() -> None:
     parser.add_argument("--out", default="training/contact_sheet.png")
     args = parser.parse_args()
     engine = SyntheticFaces.from_shared(args.shared, args.cache, seed=args.seed)
-    contact_sheet(engine, args.count, columns=4).save(args.out)
+    contact_sheet(engine, args.count, columns=8).quantize(256).save(args.out, optimize=True)
     print(f"wrote {args.out}")
 
 

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -165,12 +166,16 @@ def train(config: dict) -> Path:
         save_checkpoint(tmp, model, config["variant"], meta)
         os.replace(tmp, run_dir / "model.pt")
 
+    # SIGTERM / Ctrl-C: finish the step, save, and exit (so a stopped run loses nothing).
+    stopping = []
+    previous = {sig: signal.signal(sig, lambda *_: stopping.append(True))
+                for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
     log = open(run_dir / "log.jsonl", "a") if rank == 0 else None
     model.train()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     last_save = last_log = time.time()
     window_samples = 0
-    while step < config["steps"]:
+    while step < config["steps"] and not stopping:
         started = time.time()
         batch = engine.batch(step * world + rank, config["batch_size"])
         targets = volume_targets(batch.front, batch.back, config["loss_resolution"])
@@ -211,6 +216,8 @@ def train(config: dict) -> Path:
             save()
             last_save = now
     save()
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
     if world > 1:
         dist.destroy_process_group()
     return run_dir

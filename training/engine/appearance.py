@@ -29,7 +29,7 @@ HAIR_COLOURS = torch.tensor(
     ]
 )
 MOUTH_COLOUR = torch.tensor([0.30, 0.08, 0.08])
-VISIBILITY_SIZE = 160  # frontal visibility is tested at this resolution
+VISIBILITY_SIZE = 112  # frontal visibility is tested at this resolution
 VISIBILITY_CM = 40.0  # over this field of view, in cm
 
 

@@ -13,7 +13,7 @@ from functools import cache
 
 import torch
 
-SPACING = 0.6  # pixels between samples along a triangle's longest edge
+SPACING = 0.7  # pixels between samples along a triangle's longest edge
 MAX_SUBDIVISIONS = 64  # larger triangles are clamped (only far out of the crop)
 Z_STEPS = 64.0  # z-buffer resolution: 1/64 pixel
 TRI_BITS = 20  # triangle index bits of the packed z-buffer key
