@@ -144,11 +144,18 @@ def test_pods_are_locked_down(objects):
     assert namespace["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
-def test_probes_use_grpc_health_on_the_grpc_port(objects):
+def test_probes_use_grpc_health_in_plaintext(objects):
+    """Kubelet's gRPC probes cannot speak TLS: with TLS on, they use the health-only port."""
     container = server_container(objects)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = settings(objects)
+    if "FACERECON_TLS_CERT" in env:
+        assert env["FACERECON_HEALTH_PORT"] == str(ports["health"])
+        probed = ports["health"]
+    else:
+        probed = ports["grpc"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == ports["grpc"], probe
+        assert container[probe]["grpc"]["port"] == probed, probe
     # The model load gets minutes, not the liveness probe's seconds.
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
@@ -298,6 +305,77 @@ def test_production_serves_mutual_tls_from_mounted_files():
     assert source(env["FACERECON_TLS_KEY"])["secret"]["secretName"] == "facerecon-tls"
     assert Path(env["FACERECON_TLS_KEY"]).name == "tls.key"  # kubernetes.io/tls key names
     assert "configMap" in source(env["FACERECON_TLS_CLIENT_CA"])
+
+
+def test_health_port_answers_in_plaintext_while_the_api_needs_tls(tmp_path, tiny_weights):
+    """What the production probes rely on, against a real server."""
+    server = pytest.importorskip("facerecon.server")
+    cert, key = _self_signed_localhost(tmp_path)
+    config = server.ServerConfig(address="127.0.0.1:0", weights=tiny_weights, device="cpu",
+                                 metrics_port=None, tls_cert=cert, tls_key=key, health_port=0,
+                                 threads=1, workers=1, warmup=False)  # fmt: skip
+    assert asyncio.run(_probe(server, config)) == ("SERVING", "UNAVAILABLE", "UNIMPLEMENTED")
+
+
+async def _probe(server, config) -> tuple[str, str, str]:
+    """Status names of: health on the probe port, health on the TLS port in plaintext, the
+    API on the probe port."""
+    app, port = server.create_server(config)
+    await app.start()
+    try:
+        await app.ready()
+        return (
+            await _plaintext_call(app.health_port, "health"),
+            await _plaintext_call(port, "health"),
+            await _plaintext_call(app.health_port, "api"),
+        )
+    finally:
+        await app.stop(0)
+
+
+async def _plaintext_call(port: int, what: str) -> str:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from facerecon.v1 import service_pb2, service_pb2_grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            if what == "api":
+                stub = service_pb2_grpc.FaceReconServiceStub(channel)
+                await stub.GetModelInfo(service_pb2.GetModelInfoRequest(), timeout=5)
+                return "OK"
+            check = health_pb2.HealthCheckRequest(service=SERVICE)
+            reply = await health_pb2_grpc.HealthStub(channel).Check(check, timeout=5)
+            return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        except grpc.aio.AioRpcError as error:
+            return error.code().name
+
+
+def _self_signed_localhost(folder: Path) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (folder / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "tls.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))  # fmt: skip
+    return folder / "tls.crt", folder / "tls.key"
 
 
 # ---- monitoring: promtool, dashboard, metric names ---------------------------------------

@@ -78,6 +78,17 @@ class FaceReconServer:
             self.port = self.grpc.add_insecure_port(config.address)
         if self.port == 0:
             raise RuntimeError(f"could not bind {config.address}")
+        # Probes that cannot speak TLS (kubelet's) get a plaintext port with the health service
+        # alone: the same servicer, so it reports exactly what the API port's health does.
+        self.health_grpc: grpc.aio.Server | None = None
+        self.health_port: int | None = None
+        if config.health_port is not None:
+            self.health_grpc = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_grpc)
+            address = f"{config.address.rpartition(':')[0]}:{config.health_port}"
+            self.health_port = self.health_grpc.add_insecure_port(address)
+            if self.health_port == 0:
+                raise RuntimeError(f"could not bind {address}")
 
     async def start(self) -> None:
         for name in ("", SERVICE_NAME):
@@ -87,6 +98,8 @@ class FaceReconServer:
                 self.config.metrics_port, self.config.metrics_address
             )
         await self.grpc.start()
+        if self.health_grpc is not None:
+            await self.health_grpc.start()
         self._loading = asyncio.create_task(self._load(), name="load-model")
 
     async def ready(self) -> None:
@@ -147,6 +160,8 @@ class FaceReconServer:
         self.service.draining = True
         self.metrics.model_ready.set(0)
         await self.grpc.stop(grace)
+        if self.health_grpc is not None:
+            await self.health_grpc.stop(0)
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
         if self._batcher is not None:

@@ -48,6 +48,10 @@ class ServerConfig:
         9464, "Prometheus /metrics port (0 picks one; empty disables)"
     )
     metrics_address: str = option("0.0.0.0", "Prometheus /metrics bind address")
+    # Kubelet's gRPC probes speak plaintext only; with TLS on, they need a port of their own.
+    health_port: int | None = option(
+        None, "plaintext port serving only grpc.health.v1, for probes (0 picks one; empty: none)"
+    )
     tls_cert: Path | None = option(None, "PEM server certificate chain (enables TLS)")
     tls_key: Path | None = option(None, "PEM private key of --tls-cert")
     tls_client_ca: Path | None = option(

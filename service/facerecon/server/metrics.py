@@ -29,8 +29,9 @@ facerecon families:
                                      gauge      always 1: the model being served
 - facerecon_model_ready              gauge      1 while the model is loaded, warm and serving
 - facerecon_gpu_memory_bytes{device,kind}
-                                     gauge      CUDA memory; kind = allocated, reserved
-                                                (present only when serving on CUDA)
+                                     gauge      CUDA memory; kind = allocated, reserved,
+                                                total (the device's capacity); present only
+                                                when serving on CUDA
 
 Counters are exposed with the `_total` suffix, histograms as `_bucket`, `_sum`, `_count`.
 """
@@ -146,6 +147,9 @@ class _GpuMemoryCollector:
         )
         family.add_metric((self.device, "allocated"), torch.cuda.memory_allocated(self.device))
         family.add_metric((self.device, "reserved"), torch.cuda.memory_reserved(self.device))
+        # The capacity, so that alerts can use a ratio whatever the GPU model.
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        family.add_metric((self.device, "total"), total)
         yield family
 
     def describe(self):
