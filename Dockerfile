@@ -9,8 +9,9 @@
 # and point FACERECON_WEIGHTS at it: see k8s/README.md). There is no HEALTHCHECK: the
 # orchestrator probes the standard grpc.health.v1 service (k8s/base/deployment.yaml).
 #
-# Bases are pinned by tag and by digest (the multi-platform index digest). Renovate or
-# `docker buildx imagetools inspect <tag>` gives the new digest when a tag is bumped.
+# Bases are pinned by tag and by digest (the multi-platform index digest). The digests were
+# copied from public references on a machine with no registry access: confirm them on the
+# first build (`docker buildx imagetools inspect <tag>`), and so when bumping a tag.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 # The torch wheel for CUDA brings its own CUDA 13.0 libraries (cuBLAS, cuDNN, ...), so the
 # small `base` flavour, which adds the NVIDIA container hooks and nothing else, is enough;
