@@ -17,9 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from facerecon.mesh import Mesh
-
-FLIP_Y = np.diag([1.0, -1.0, 1.0])
+from facerecon.mesh import FLIP_Y, Mesh
 
 
 @dataclass(frozen=True)
@@ -70,12 +68,16 @@ def rotate_mesh_vertices(
     vertices: np.ndarray, matrix: np.ndarray, centre: np.ndarray
 ) -> np.ndarray:
     """Rotate y-down mesh vertices about `centre` by a y-up-frame rotation."""
-    in_mesh_frame = FLIP_Y @ matrix @ FLIP_Y
+    flip = np.diag(FLIP_Y).astype(np.float64)
+    in_mesh_frame = flip @ matrix @ flip
     return ((vertices - centre) @ in_mesh_frame.T + centre).astype(np.float32)
 
 
 SAMPLES = 2000  # surface points: ~1 degree; the nose tip needs a dense midline
-COARSE_SAMPLES = 250  # of those, for choosing among starting planes
+COARSE_SAMPLES = 150  # of those, for choosing among starting planes
+FINE_SAMPLES, FINE_STEPS = 1000, 4  # for refining the chosen plane
+MIDLINE, LATERAL = 0.15, (0.3, 0.65)  # slabs beside the plane, in RMS radii
+CANDIDATE_FACES = 20000  # faces whose areas are weighed when sampling
 MAX_AWAY = 0.1  # most negative z of the forward axis (the face was seen: |yaw| < ~95)
 
 
@@ -105,13 +107,17 @@ def estimate_pose(mesh: Mesh) -> Pose:
 
 
 def _surface_samples(mesh: Mesh, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Area-uniform points (triangle centroids) and their unit face normals, y-up frame,
-    drawn with a fixed seed."""
-    v = mesh.vertices.astype(np.float64) * (1.0, -1.0, 1.0)
-    a, b, c = v[mesh.faces[:, 0]], v[mesh.faces[:, 1]], v[mesh.faces[:, 2]]
+    """About area-uniform points (triangle centroids) and their unit face normals, y-up
+    frame, drawn with a fixed seed: faces are drawn by area from a uniform subset."""
+    rng = np.random.default_rng(0)
+    faces = mesh.faces
+    if len(faces) > CANDIDATE_FACES:
+        faces = faces[rng.choice(len(faces), CANDIDATE_FACES, replace=False)]
+    v = mesh.vertices.astype(np.float64) * FLIP_Y
+    a, b, c = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
     cross = np.cross(b - a, c - a)
     cumulative = np.cumsum(np.sqrt(np.einsum("ij,ij->i", cross, cross)))
-    draws = np.random.default_rng(0).random(count) * cumulative[-1]
+    draws = rng.random(count) * cumulative[-1]
     chosen = np.minimum(np.searchsorted(cumulative, draws), len(cumulative) - 1)
     normals = cross[chosen] / np.linalg.norm(cross[chosen], axis=1, keepdims=True)
     return (a[chosen] + b[chosen] + c[chosen]) / 3.0, normals
@@ -131,7 +137,8 @@ def _symmetry_normal(points: np.ndarray, normals: np.ndarray) -> np.ndarray:
     few = slice(None, None, max(1, len(points) // COARSE_SAMPLES))
     fits = [_reflective_icp(points[few], tree, points, normals, start, 0.0, 4) for start in starts]
     _, normal, offset = min(fits, key=lambda fit: fit[0])
-    return _reflective_icp(points, tree, points, normals, normal, offset, 6)[1]
+    fine = slice(None, None, max(1, len(points) // FINE_SAMPLES))
+    return _reflective_icp(points[fine], tree, points, normals, normal, offset, FINE_STEPS)[1]
 
 
 def _reflective_icp(
@@ -157,9 +164,7 @@ def _reflective_icp(
         if iteration == iterations:
             break
         # derivatives of the mirrored point along nu, for normal += a*e1 + b*e2, offset += c
-        e1 = np.cross(normal, [1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0])
-        e1 /= np.linalg.norm(e1)
-        e2 = np.cross(normal, e1)
+        e1, e2 = _perpendiculars(normal)
         nu_n = nu @ normal
         jacobian = np.stack(
             [
@@ -182,11 +187,9 @@ def _forward_axis(points: np.ndarray, left: np.ndarray, steps: int = 180) -> np.
     nose) reach furthest beyond points a cheek's width to either side."""
     side = points @ left
     side -= np.median(side)
-    midline = points[np.abs(side) < 0.1]
-    lateral = points[(np.abs(side) > 0.25) & (np.abs(side) < 0.6)]
-    u = np.cross(left, [0.0, 1.0, 0.0] if abs(left[1]) < 0.9 else [1.0, 0.0, 0.0])
-    u /= np.linalg.norm(u)
-    w = np.cross(left, u)
+    midline = points[np.abs(side) < MIDLINE]
+    lateral = points[(np.abs(side) > LATERAL[0]) & (np.abs(side) < LATERAL[1])]
+    u, w = _perpendiculars(left)
     theta = np.linspace(0.0, 2.0 * np.pi, steps, endpoint=False)
     cos, sin = np.cos(theta), np.sin(theta)
 
@@ -199,3 +202,13 @@ def _forward_axis(points: np.ndarray, left: np.ndarray, steps: int = 180) -> np.
     protrusion[cos * u[2] + sin * w[2] < -MAX_AWAY] = -np.inf
     best = np.argmax(protrusion)
     return cos[best] * u + sin[best] * w
+
+
+def _perpendiculars(axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors completing the unit `axis` to an orthonormal basis."""
+    helper = np.array([1.0, 0.0, 0.0]) if abs(axis[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    first = helper - (helper @ axis) * axis
+    first /= np.linalg.norm(first)
+    x, y, z = axis
+    a, b, c = first
+    return first, np.array([y * c - z * b, z * a - x * c, x * b - y * a])

@@ -273,7 +273,8 @@ def _plane_coefficients(tri: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor) -
     planes[1, :, :3] = x2 - x1
     planes[2, :, :3] = x1 * y2 - x2 * y1
     planes[..., :3] /= area[:, None]
-    planes[..., 3] = (planes[..., :3] * tri[..., 2]).sum(dim=-1)
+    z = tri[..., 2]
+    planes[..., 3] = planes[..., 0] * z[:, 0] + planes[..., 1] * z[:, 1] + planes[..., 2] * z[:, 2]
     return planes
 
 
