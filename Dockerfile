@@ -34,7 +34,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv \
  && pip install --index-url "${TORCH_CPU_INDEX}" "torch==${TORCH_VERSION}"
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 COPY service/ service/
 # insightface depends on the GUI build of OpenCV, which needs libGL and X11 at import time;
 # both builds ship the same `cv2` package, so the headless build is put back over it, at
@@ -86,7 +86,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python3.12 -m venv /opt/venv \
  && pip install --index-url "${TORCH_CUDA_INDEX}" "torch==${TORCH_VERSION}"
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 COPY service/ service/
 # See the CPU build: the headless OpenCV replaces the GUI build insightface pulls in.
 # hadolint ignore=DL3013
