@@ -9,8 +9,12 @@ recorded: on a shared machine the figures are lower bounds.
 
 from __future__ import annotations
 
-import argparse
+# ruff: noqa: E402  (OMP_WAIT_POLICY must be set before torch is imported)
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as training/train.py runs
+
+import argparse
 import time
 from pathlib import Path
 
@@ -53,6 +57,7 @@ def main() -> None:
         runs[f"{threads}_threads"] = figures
     save("engine", {
         "device": args.device, "batch_size": args.batch_size,
+        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
         "samples_per_batch_measured": args.batch_size * args.batches,
         "load_average_1min_at_end": round(os.getloadavg()[0], 2), "runs": runs,
     })  # fmt: skip
