@@ -216,7 +216,7 @@ def _rasterize(
             indexing="ij",
         )
         dx, dy = dx.reshape(1, -1, 1), dy.reshape(1, -1, 1)
-        wz = _affine(planes[:, sel], dx, dy)  # (T, C, 4): three weights and depth
+        wz = _affine(planes.index_select(1, sel), dx, dy)  # (T, C, 4): weights, depth
         inside = torch.minimum(torch.minimum(wz[..., 0], wz[..., 1]), wz[..., 2]) >= -1e-5
         if box_w > 4 or box_h > 4:  # power-of-two boxes overhang the triangle's own box
             inside &= (dx[..., 0] < width[sel, None]) & (dy[..., 0] < height[sel, None])
@@ -237,7 +237,8 @@ def _rasterize(
     winner = zbuffer[covered] & 0xFFFFFFFF
     row = ((covered % (size * size)) // size).float() - y0[winner]
     col = (covered % size).float() - x0[winner]
-    bary = _affine(planes[:, winner, :3], col[:, None, None], row[:, None, None])[:, 0]
+    weights = planes.index_select(1, winner)[..., :3]
+    bary = _affine(weights, col[:, None, None], row[:, None, None])[:, 0]
     return covered, ids[winner], bary.clamp(min=0.0)
 
 
