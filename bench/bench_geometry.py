@@ -24,7 +24,7 @@ from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
 from bench.results_io import save
-from facerecon.mesh import _block_means, volume_to_mesh
+from facerecon.mesh import block_means, volume_to_mesh
 from facerecon.pose import estimate_pose
 from facerecon.render import render_views
 
@@ -106,7 +106,7 @@ def main() -> None:
     cropped = volume[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     marching = {
         "full_resolution": compare_marching_cubes(np.pad(cropped, 1), args.repeats),
-        "step_2_block_means": compare_marching_cubes(_block_means(cropped, 2), args.repeats),
+        "step_2block_means": compare_marching_cubes(block_means(cropped, 2), args.repeats),
     }
 
     runs = {}

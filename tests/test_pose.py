@@ -62,6 +62,23 @@ def test_rotating_mesh_vertices_respects_y_down():
     np.testing.assert_allclose(raised, [[100, 90, 0]], atol=1e-5)  # up: smaller image y
 
 
+def test_degenerate_shapes_give_a_finite_pose_or_a_clear_error():
+    ball = Mesh(*_icosphere())
+    pose = estimate_pose(ball)  # a sphere has no preferred pose, but the answer is finite
+    assert np.isfinite([pose.yaw, pose.pitch, pose.roll]).all()
+    with pytest.raises(ValueError):
+        estimate_pose(Mesh(np.zeros((3, 3)), [[0, 1, 2]]))
+    with pytest.raises(ValueError):
+        estimate_pose(Mesh(np.zeros((0, 3)), np.zeros((0, 3))))
+
+
+def _icosphere() -> tuple[np.ndarray, np.ndarray]:
+    import trimesh
+
+    ico = trimesh.creation.icosphere(subdivisions=2, radius=10.0)
+    return ico.vertices * [1.0, -1.0, 1.0], ico.faces
+
+
 def ict_heads(identities: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Outer head surfaces (vertices in cm, y up, face towards +z; triangles) of the neutral
     head and a few random identities."""

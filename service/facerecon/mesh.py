@@ -22,6 +22,9 @@ FLIP_Y = np.array([1.0, -1.0, 1.0], dtype=np.float32)  # mesh frame (y down) <->
 
 @dataclass
 class Mesh:
+    """A triangle mesh in a y-down pixel frame (see the module docstring); arrays are
+    coerced to the dtypes below and checked on construction."""
+
     vertices: np.ndarray  # float32 (V, 3)
     faces: np.ndarray  # int32 (F, 3)
     colors: np.ndarray | None = None  # uint8 (V, 3)
@@ -63,6 +66,7 @@ class Mesh:
         return Mesh(vertices, self.faces, self.colors, self.normals)
 
     def with_normals(self) -> Mesh:
+        """The same mesh with freshly computed vertex normals."""
         return Mesh(self.vertices, self.faces, self.colors, vertex_normals(self))
 
     def signed_volume(self) -> float:
@@ -97,7 +101,8 @@ def volume_to_mesh(
 
     `step` averages step^3 voxel blocks before marching cubes: the full 1-voxel surface of a
     head has ~200k triangles, more than a 256-pixel view can show, and costs 4x the time.
-    Only the largest connected component is kept, then lightly Taubin-smoothed.
+    Only the largest connected component is kept, then lightly Taubin-smoothed. An empty
+    mesh comes back when no voxel exceeds `level`.
     """
     vol = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else volume
     vol = np.asarray(vol, dtype=np.float32)
@@ -115,7 +120,7 @@ def volume_to_mesh(
     y_range, x_range = np.flatnonzero(yx.any(axis=1)), np.flatnonzero(yx.any(axis=0))
     lo = np.array([d_range[0], y_range[0], x_range[0]])
     hi = np.array([d_range[-1], y_range[-1], x_range[-1]]) + 1
-    grid = _block_means(vol[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], step)
+    grid = block_means(vol[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], step)
 
     # degenerate triangles need samples exactly at `level`: rare and harmless, not worth 25%
     verts, faces, _, _ = marching_cubes(grid, level)
@@ -131,7 +136,7 @@ def volume_to_mesh(
     return mesh.with_normals()
 
 
-def _block_means(sub: np.ndarray, step: int) -> np.ndarray:
+def block_means(sub: np.ndarray, step: int) -> np.ndarray:
     """Means of step^3 blocks (the 0.5 iso-surface of a coarser occupancy), zero-padded by one
     cell all round so that the surface is closed where the head meets the crop border."""
     shape = [-(-n // step) for n in sub.shape]

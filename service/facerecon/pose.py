@@ -117,6 +117,8 @@ def _surface_samples(mesh: Mesh, count: int) -> tuple[np.ndarray, np.ndarray]:
     a, b, c = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
     cross = np.cross(b - a, c - a)
     cumulative = np.cumsum(np.sqrt(np.einsum("ij,ij->i", cross, cross)))
+    if not cumulative[-1] > 0:
+        raise ValueError("cannot estimate the pose of a mesh without area")
     draws = rng.random(count) * cumulative[-1]
     chosen = np.minimum(np.searchsorted(cumulative, draws), len(cumulative) - 1)
     normals = cross[chosen] / np.linalg.norm(cross[chosen], axis=1, keepdims=True)
@@ -195,11 +197,15 @@ def _forward_axis(points: np.ndarray, left: np.ndarray, steps: int = 180) -> np.
 
     def reach(p: np.ndarray) -> np.ndarray:  # furthest extent along each direction
         # outer products, not a matrix product: tiny BLAS calls stall on a busy machine
+        if len(p) == 0:
+            return np.zeros_like(cos)
         return (np.multiply.outer(p @ u, cos) + np.multiply.outer(p @ w, sin)).max(axis=0)
 
-    protrusion = reach(midline) - reach(lateral)
+    facing = cos * u[2] + sin * w[2]  # towards the camera
+    # the tiny camera-facing term only breaks ties (e.g. a shape with no nose)
+    protrusion = reach(midline) - reach(lateral) + 1e-6 * facing
     # the face was seen in the photo, so it cannot face away from the camera
-    protrusion[cos * u[2] + sin * w[2] < -MAX_AWAY] = -np.inf
+    protrusion[facing < -MAX_AWAY] = -np.inf
     best = np.argmax(protrusion)
     return cos[best] * u + sin[best] * w
 
