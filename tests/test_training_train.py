@@ -79,3 +79,15 @@ def test_nme_is_zero_for_a_perfect_surface_and_grows_with_error():
     assert nme(mesh, on_surface, interocular=40.0) < 0.02
     bigger = directions * 26 + [32, 32, 0]
     assert nme(mesh, bigger, interocular=40.0) > 0.1
+
+
+def test_export_adds_a_version_and_stays_loadable(run_dir, tmp_path):
+    from facerecon.models import load_checkpoint
+    from training.export import export
+
+    out = tmp_path / "weights" / "facerecon.pt"
+    digest = export(run_dir / "model.pt", out, "tiny-test")
+    _, info = load_checkpoint(out)
+    assert info["sha256"] == digest
+    assert info["meta"]["version"] == "tiny-test" and "UTKFace" in info["meta"]["licences"]
+    assert info["meta"]["steps"] >= 2
