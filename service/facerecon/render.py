@@ -28,6 +28,7 @@ AMBIENT, DIFFUSE = 0.35, 0.65  # light from the camera direction
 GREY = 180  # albedo of meshes without colours
 MAX_SIZE = 2048
 _DEPTH_BITS = 31  # key = quantised depth << 32 | triangle index
+_MAX_CANDIDATES = 1 << 22  # (triangle, pixel) pairs tested at once
 
 
 def render_views(
@@ -209,25 +210,27 @@ def _rasterize(
     cand_pixel, cand_key = [], []
     for b in bucket.bincount().nonzero().squeeze(1).tolist():
         box_w, box_h = _LEVEL_SIDES[b // _LEVELS], _LEVEL_SIDES[b % _LEVELS]
-        sel = (bucket == b).nonzero().squeeze(1)
         dy, dx = torch.meshgrid(
             torch.arange(box_h, device=device, dtype=torch.float32),
             torch.arange(box_w, device=device, dtype=torch.float32),
             indexing="ij",
         )
         dx, dy = dx.reshape(1, -1, 1), dy.reshape(1, -1, 1)
-        wz = _affine(planes.index_select(1, sel), dx, dy)  # (T, C, 4): weights, depth
-        inside = torch.minimum(torch.minimum(wz[..., 0], wz[..., 1]), wz[..., 2]) >= -1e-5
-        if box_w > 4 or box_h > 4:  # power-of-two boxes overhang the triangle's own box
-            inside &= (dx[..., 0] < width[sel, None]) & (dy[..., 0] < height[sel, None])
-        t_idx, c_idx = inside.nonzero(as_tuple=True)
-        hit = sel[t_idx]
-        col = x0[hit].long() + dx[0, c_idx, 0].long()
-        row = y0[hit].long() + dy[0, c_idx, 0].long()
-        cand_pixel.append((ids[hit] // num_faces) * size * size + row * size + col)
-        z = wz[t_idx, c_idx, 3]
-        quantised = ((z + size) * depth_scale).long().clamp(0, (1 << _DEPTH_BITS) - 1)
-        cand_key.append((quantised << 32) | hit)
+        group = (bucket == b).nonzero().squeeze(1)
+        # big boxes in chunks: memory stays bounded whatever the triangles' sizes
+        for sel in group.split(max(1, _MAX_CANDIDATES // (box_w * box_h))):
+            wz = _affine(planes.index_select(1, sel), dx, dy)  # (T, C, 4): weights, depth
+            inside = torch.minimum(torch.minimum(wz[..., 0], wz[..., 1]), wz[..., 2]) >= -1e-5
+            if box_w > 4 or box_h > 4:  # power-of-two boxes overhang the triangle's own box
+                inside &= (dx[..., 0] < width[sel, None]) & (dy[..., 0] < height[sel, None])
+            t_idx, c_idx = inside.nonzero(as_tuple=True)
+            hit = sel[t_idx]
+            col = x0[hit].long() + dx[0, c_idx, 0].long()
+            row = y0[hit].long() + dy[0, c_idx, 0].long()
+            cand_pixel.append((ids[hit] // num_faces) * size * size + row * size + col)
+            z = wz[t_idx, c_idx, 3]
+            quantised = ((z + size) * depth_scale).long().clamp(0, (1 << _DEPTH_BITS) - 1)
+            cand_key.append((quantised << 32) | hit)
     pixel = torch.cat(cand_pixel)
     key = torch.cat(cand_key)
 
