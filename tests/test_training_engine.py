@@ -121,3 +121,15 @@ def test_rasterizer_covers_a_square_without_holes():
     assert raster.mask[0, 11:50, 11:50].all()
     assert not raster.mask[0, :9].any() and not raster.mask[0, :, 52:].any()
     assert torch.allclose(raster.front[0, 11:50, 11:50], torch.tensor(5.0))
+
+
+def test_reported_yaw_matches_where_the_nose_points(engine):
+    """yaw > 0 turns the face to the image's right, also after a horizontal flip."""
+    from training.engine.synth import SyntheticFaces
+
+    turned = SyntheticFaces(
+        engine.model, engine.photos, engine.config, seed=5, yaw_buckets=[(30.0, 90.0)]
+    ).batch(0, 4)
+    lm = turned.landmarks
+    nose_offset = lm[:, 30, 0] - lm[:, [0, 16], 0].mean(1)  # nose tip vs jaw ends
+    assert (torch.sign(nose_offset) == torch.sign(turned.yaw)).all()
