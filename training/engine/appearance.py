@@ -115,6 +115,7 @@ def vertex_attributes(
     fallback = skin[:, None] * shade * (1 - scalp[..., None]) + hair[:, None] * scalp[..., None]
     mouth = model.region_of_vertex == SOLID_REGIONS.index("mouth_socket")
     fallback[:, mouth] = (MOUTH_COLOUR.to(device) * skin.mean(-1, keepdim=True) * 2)[:, None]
+    # Hair hides what the photo shows at the edge of its view (weight < 1) on the scalp.
     weight = weight * (1 - 0.7 * scalp * (weight < 0.99))
     return torch.cat([grid, weight[..., None], fallback], -1)
 

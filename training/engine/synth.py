@@ -18,7 +18,7 @@ from training.engine.appearance import AppearancePrior
 from training.engine.facemodel import FaceModel, load_face_model
 from training.engine.geometry import rotation_matrices, vertex_normals
 from training.engine.photos import PhotoBank
-from training.engine.raster import rasterize
+from training.engine.raster import Raster, rasterize
 from training.engine.sampling import PosePrior, ShapePrior, sample_poses, sample_shape_weights
 
 try:  # the framing shared with the service (DEVELOPERS.md, "Framing")
@@ -89,9 +89,13 @@ class SyntheticFaces:
 
     @classmethod
     def from_shared(
-        cls, shared: str | Path, cache_dir: str | Path, photo_split: str = "train",
-        photo_limit: int | None = None, **kwargs,
-    ) -> SyntheticFaces:  # fmt: skip
+        cls,
+        shared: str | Path,
+        cache_dir: str | Path,
+        photo_split: str = "train",
+        photo_limit: int | None = None,
+        **kwargs,
+    ) -> SyntheticFaces:
         """Build from the shared data folder (facemodel/, realfaces/, models/yunet/)."""
         shared = Path(shared)
         photos = PhotoBank.from_directory(
@@ -157,8 +161,19 @@ class SyntheticFaces:
             roll=pose["roll"] * sign,
         )
 
-    def paint(self, g, raster, frontal, posed, vertices) -> torch.Tensor:
-        """Texture, relight and composite the rasterised heads; then augment the image."""
+    def paint(
+        self,
+        g: torch.Generator,
+        raster: Raster,
+        frontal: torch.Tensor,
+        posed: torch.Tensor,
+        vertices: torch.Tensor,
+    ) -> torch.Tensor:
+        """Texture, relight and composite the rasterised heads; then augment the image.
+
+        `frontal` (cm, unposed) places the photo texture, `posed` (cm, camera frame) gives
+        the normals for relighting, `vertices` (crop pixels) place occluders on the face.
+        """
         model, prior, device = self.model, self.config.appearance, self.device
         n = frontal.shape[0]
         picks = torch.randint(len(self.photos), (2 * n,), generator=g).tolist()
@@ -174,12 +189,7 @@ class SyntheticFaces:
         pixels = appearance.interpolate(
             raster, model.triangles, torch.cat([attributes, posed_normals], -1)
         )
-        grid, weight, fallback, normals = (
-            pixels[:, :2],
-            pixels[:, 2:3],
-            pixels[:, 3:6],
-            pixels[:, 6:],
-        )
+        grid, weight, fallback, normals = pixels.split([2, 1, 3, 3], dim=1)
         sampled = torch.nn.functional.grid_sample(
             texture_photos, grid.permute(0, 2, 3, 1), align_corners=False
         )
