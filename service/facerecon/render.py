@@ -202,6 +202,7 @@ def _rasterize(
     # barycentric weights and depth are affine in the pixel position; coefficients are
     # taken relative to each box's corner (x0, y0) to keep float32 rounding small
     planes = _plane_coefficients(tri, x0, y0)  # (3: a, b, c, T, 4: weights and depth)
+    corner = (ids // num_faces) * (size * size) + y0.long() * size + x0.long()  # flat pixel
     # group boxes by shape: exact up to 4 pixels (most triangles cover a few pixels),
     # powers of two above, so that each group enumerates few pixels outside its triangles
     bucket = _size_level(width) * _LEVELS + _size_level(height)
@@ -210,25 +211,28 @@ def _rasterize(
     cand_pixel, cand_key = [], []
     for b in bucket.bincount().nonzero().squeeze(1).tolist():
         box_w, box_h = _LEVEL_SIDES[b // _LEVELS], _LEVEL_SIDES[b % _LEVELS]
-        dy, dx = torch.meshgrid(
-            torch.arange(box_h, device=device, dtype=torch.float32),
-            torch.arange(box_w, device=device, dtype=torch.float32),
-            indexing="ij",
+        offset_y, offset_x = (
+            t.reshape(-1)
+            for t in torch.meshgrid(
+                torch.arange(box_h, device=device),
+                torch.arange(box_w, device=device),
+                indexing="ij",
+            )
         )
-        dx, dy = dx.reshape(1, -1, 1), dy.reshape(1, -1, 1)
+        dx, dy = offset_x.float().view(1, -1, 1), offset_y.float().view(1, -1, 1)
+        offset = offset_y * size + offset_x  # (C,) flat pixel offsets from the box corner
         group = (bucket == b).nonzero().squeeze(1)
         # big boxes in chunks: memory stays bounded whatever the triangles' sizes
-        for sel in group.split(max(1, _MAX_CANDIDATES // (box_w * box_h))):
+        for sel in group.split(max(1, _MAX_CANDIDATES // offset.numel())):
             wz = _affine(planes.index_select(1, sel), dx, dy)  # (T, C, 4): weights, depth
             inside = torch.minimum(torch.minimum(wz[..., 0], wz[..., 1]), wz[..., 2]) >= -1e-5
             if box_w > 4 or box_h > 4:  # power-of-two boxes overhang the triangle's own box
                 inside &= (dx[..., 0] < width[sel, None]) & (dy[..., 0] < height[sel, None])
-            t_idx, c_idx = inside.nonzero(as_tuple=True)
+            flat = inside.view(-1).nonzero().squeeze(1)  # (triangle, candidate) pairs
+            t_idx, c_idx = flat // offset.numel(), flat % offset.numel()
             hit = sel[t_idx]
-            col = x0[hit].long() + dx[0, c_idx, 0].long()
-            row = y0[hit].long() + dy[0, c_idx, 0].long()
-            cand_pixel.append((ids[hit] // num_faces) * size * size + row * size + col)
-            z = wz[t_idx, c_idx, 3]
+            cand_pixel.append(corner[hit] + offset[c_idx])
+            z = wz.view(-1, 4).index_select(0, flat)[:, 3]
             quantised = ((z + size) * depth_scale).long().clamp(0, (1 << _DEPTH_BITS) - 1)
             cand_key.append((quantised << 32) | hit)
     pixel = torch.cat(cand_pixel)
@@ -266,20 +270,18 @@ def _max3(t: torch.Tensor) -> torch.Tensor:
 def _plane_coefficients(tri: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
     """Affine maps `a * dx + b * dy + c` of (dx, dy) = pixel - (x0, y0) to the three
     barycentric weights and the depth, as `(3: a, b, c, T, 4)`."""
-    x = tri[..., 0] - x0[:, None]
-    y = tri[..., 1] - y0[:, None]
-    x1, x2 = x.roll(-1, dims=1), x.roll(-2, dims=1)  # the other two corners, in order
-    y1, y2 = y.roll(-1, dims=1), y.roll(-2, dims=1)
+    x = (tri[..., 0] - x0[:, None]).T  # (corner, T): contiguous rows below
+    y = (tri[..., 1] - y0[:, None]).T
+    z = tri[..., 2].T
     # weight of corner i = signed area of (pixel, corner i+1, corner i+2) / the triangle's
-    area = (x1[:, 0] - x[:, 0]) * (y2[:, 0] - y[:, 0]) - (x2[:, 0] - x[:, 0]) * (y1[:, 0] - y[:, 0])
-    planes = torch.empty((3, len(tri), 4), device=tri.device)
-    planes[0, :, :3] = y1 - y2
-    planes[1, :, :3] = x2 - x1
-    planes[2, :, :3] = x1 * y2 - x2 * y1
-    planes[..., :3] /= area[:, None]
-    z = tri[..., 2]
-    planes[..., 3] = planes[..., 0] * z[:, 0] + planes[..., 1] * z[:, 1] + planes[..., 2] * z[:, 2]
-    return planes
+    inverse_area = 1.0 / ((x[1] - x[0]) * (y[2] - y[0]) - (x[2] - x[0]) * (y[1] - y[0]))
+    rows = []
+    for j, k in ((1, 2), (2, 0), (0, 1)):  # the corners after corners 0, 1, 2
+        rows.append(
+            torch.stack([y[j] - y[k], x[k] - x[j], x[j] * y[k] - x[k] * y[j]]) * inverse_area
+        )  # (3: a, b, c, T)
+    rows.append(rows[0] * z[0] + rows[1] * z[1] + rows[2] * z[2])  # depth
+    return torch.stack(rows, dim=-1)  # (3, T, 4)
 
 
 def _affine(planes: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
