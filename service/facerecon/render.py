@@ -187,7 +187,9 @@ def _rasterize(
     n, device = points.shape[0], points.device
     num_faces, num_vertices = faces.shape[0], points.shape[1]
     ids = front.view(-1).nonzero().squeeze(1)  # view * F + face, back faces culled
-    corners = (faces[ids % num_faces] + (ids // num_faces * num_vertices)[:, None]).view(-1)
+    view_start = torch.arange(n, device=device).view(n, 1, 1) * num_vertices
+    view_faces = (faces.view(1, -1, 3) + view_start).view(-1, 3)  # into (N * V) vertices
+    corners = view_faces.index_select(0, ids).view(-1)
     tri = points.view(-1, 3).index_select(0, corners).view(-1, 3, 3)  # (T, corner, xyz)
     x, y = tri[..., 0], tri[..., 1]
     x0, x1 = _min3(x).ceil().clamp(min=0), _max3(x).floor().clamp(max=size - 1)
