@@ -106,7 +106,7 @@ def main() -> None:
     cropped = volume[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     marching = {
         "full_resolution": compare_marching_cubes(np.pad(cropped, 1), args.repeats),
-        "step_2block_means": compare_marching_cubes(block_means(cropped, 2), args.repeats),
+        "step_2_block_means": compare_marching_cubes(block_means(cropped, 2), args.repeats),
     }
 
     runs = {}
