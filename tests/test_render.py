@@ -146,6 +146,9 @@ def test_empty_mesh_renders_background_only():
         {"angles": [(float("nan"), 0.0)]},
         {"angles": [(0.0, 0.0)], "size": 4},
         {"angles": [(0.0, 0.0)], "background": (0, 0, 300)},
+        {"angles": [(0.0, 0.0)], "background": "red"},
+        {"angles": [(0.0, 0.0)], "background": (0.5, 0, 0)},
+        {"angles": [(0.0, 0.0)], "size": 64.5},
     ],
 )
 def test_bad_requests_raise_input_error(kwargs):

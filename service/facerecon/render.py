@@ -14,6 +14,7 @@ not pad the many tiny ones), keeps those inside, and the nearest wins a per-pixe
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,11 +47,8 @@ def render_views(
     """
     rotations = _view_rotations(angles, rotation)
     _check_size(size)
-    if background is not None and (
-        len(background) != 3 or any(not 0 <= int(c) <= 255 for c in background)
-    ):
-        raise InputError("background must be three integers in [0, 255]", field="background")
-    n = len(rotations)
+    _check_background(background)
+    n, size = len(rotations), int(size)
     images = torch.zeros((n, size, size, 4), dtype=torch.uint8, device=device)
     if background is not None:
         images[..., :3] = torch.tensor(background, dtype=torch.uint8, device=device)
@@ -92,6 +90,7 @@ def render_depth(
     """
     rotations = _view_rotations(angles, rotation)
     _check_size(size)
+    size = int(size)
     depth = torch.full((len(rotations) * size * size,), float("nan"), device=device)
     if mesh.num_faces == 0:
         return depth.view(-1, size, size).cpu().numpy()
@@ -117,8 +116,19 @@ def frontal_view(
 
 
 def _check_size(size: int) -> None:
-    if not 8 <= size <= MAX_SIZE:
-        raise InputError(f"view size must be in [8, {MAX_SIZE}] pixels", field="view_size")
+    if not isinstance(size, numbers.Integral) or not 8 <= size <= MAX_SIZE:
+        raise InputError(f"view size must be an integer in [8, {MAX_SIZE}]", field="view_size")
+
+
+def _check_background(background: tuple[int, int, int] | None) -> None:
+    if background is None:
+        return
+    try:
+        valid = len(background) == 3 and all(int(c) == c and 0 <= c <= 255 for c in background)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise InputError("background must be three integers in [0, 255]", field="background")
 
 
 def _view_rotations(
@@ -162,7 +172,8 @@ def _camera_frame(
     rot = torch.from_numpy(rotations).to(device, torch.float32)
     v = torch.from_numpy(mesh.vertices * FLIP_Y - centre).to(device, torch.float32)
     half = (size - 1) / 2.0  # pixel centres are at integers
-    to_pixels = torch.tensor([scale, -scale, scale], device=device)[:, None]  # rows: y down
+    to_pixels = torch.tensor([scale, -scale, scale], device=device, dtype=torch.float32)
+    to_pixels = to_pixels[:, None]  # scales the rows; y down
     points = torch.einsum("nij,vj->nvi", rot * to_pixels, v).contiguous()
     points += torch.tensor([half, half, 0.0], device=device)
     n = mesh.normals if mesh.normals is not None else mesh.with_normals().normals
