@@ -25,10 +25,6 @@ class Admission:
         self.metrics = metrics
         self._slots = asyncio.Semaphore(limit)
 
-    @property
-    def inflight(self) -> int:
-        return self.limit - self._slots._value
-
     async def try_enter(self) -> Slot | None:
         """A slot if one is free now, else None (the caller answers RESOURCE_EXHAUSTED)."""
         if self._slots.locked():

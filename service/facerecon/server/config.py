@@ -96,7 +96,12 @@ class ServerConfig:
         for f in fields(cls):
             env = f"FACERECON_{f.name.upper()}"
             parse = _parser_for(hints[f.name])
-            default = parse(environ[env]) if env in environ else f.default
+            default = f.default
+            if env in environ:
+                try:
+                    default = parse(environ[env])
+                except (ValueError, argparse.ArgumentTypeError) as error:
+                    parser.error(f"${env}: {error}")
             flag = "--" + f.name.replace("_", "-")
             if hints[f.name] is bool:
                 parser.add_argument(
