@@ -212,9 +212,13 @@ def _rasterize(
     ids, tri, x0, x1, y0, y1 = (t[live] for t in (ids, tri, x0, x1, y0, y1))
     width = (x1 - x0).long() + 1
     height = (y1 - y0).long() + 1
-    # barycentric weights and depth are affine in the pixel position; coefficients are
-    # taken relative to each box's corner (x0, y0) to keep float32 rounding small
-    planes = _plane_coefficients(tri, x0, y0)  # (3: a, b, c, T, 4: weights and depth)
+    # edge functions are affine in the pixel position: E_i = twice the signed area of
+    # (pixel, corner i+1, corner i+2), all <= 0 inside a front face, summing to its area;
+    # coefficients are taken relative to each box's corner (x0, y0) to keep rounding small
+    edges = _edge_coefficients(tri, x0, y0)  # (3: a, b, c, T, 3 corners)
+    inverse_area = 1.0 / edges[2].sum(dim=1)
+    tolerance = -1e-5 / inverse_area  # = 1e-5 * |area|: pixels on shared edges go to both
+    depth = tri[..., 2] * inverse_area[:, None]  # (T, 3): E @ depth = interpolated depth
     corner = (ids // num_faces) * (size * size) + y0.long() * size + x0.long()  # flat pixel
     # group boxes by shape: exact up to 4 pixels (most triangles cover a few pixels),
     # powers of two above, so that each group enumerates few pixels outside its triangles
@@ -237,15 +241,16 @@ def _rasterize(
         group = (bucket == b).nonzero().squeeze(1)
         # big boxes in chunks: memory stays bounded whatever the triangles' sizes
         for sel in group.split(max(1, _MAX_CANDIDATES // offset.numel())):
-            wz = _affine(planes.index_select(1, sel), dx, dy)  # (T, C, 4): weights, depth
-            inside = torch.minimum(torch.minimum(wz[..., 0], wz[..., 1]), wz[..., 2]) >= -1e-5
+            e = _affine(edges.index_select(1, sel), dx, dy)  # (T, C, 3)
+            furthest = torch.maximum(torch.maximum(e[..., 0], e[..., 1]), e[..., 2])
+            inside = furthest <= tolerance[sel, None]
             if box_w > 4 or box_h > 4:  # power-of-two boxes overhang the triangle's own box
                 inside &= (dx[..., 0] < width[sel, None]) & (dy[..., 0] < height[sel, None])
             flat = inside.view(-1).nonzero().squeeze(1)  # (triangle, candidate) pairs
             t_idx, c_idx = flat // offset.numel(), flat % offset.numel()
             hit = sel[t_idx]
             cand_pixel.append(corner[hit] + offset[c_idx])
-            z = wz.view(-1, 4).index_select(0, flat)[:, 3]
+            z = (e.view(-1, 3).index_select(0, flat) * depth.index_select(0, hit)).sum(dim=1)
             quantised = ((z + size) * depth_scale).long().clamp(0, (1 << _DEPTH_BITS) - 1)
             cand_key.append((quantised << 32) | hit)
     pixel = torch.cat(cand_pixel)
@@ -257,9 +262,8 @@ def _rasterize(
     winner = zbuffer[covered] & 0xFFFFFFFF
     row = ((covered % (size * size)) // size).float() - y0[winner]
     col = (covered % size).float() - x0[winner]
-    weights = planes.index_select(1, winner)[..., :3]
-    bary = _affine(weights, col[:, None, None], row[:, None, None])[:, 0]
-    return covered, ids[winner], bary.clamp(min=0.0)
+    e = _affine(edges.index_select(1, winner), col[:, None, None], row[:, None, None])[:, 0]
+    return covered, ids[winner], (e * inverse_area[winner, None]).clamp(min=0.0)
 
 
 _LEVEL_SIDES = [1, 2, 3, 4] + [1 << k for k in range(3, 12)]  # box sides up to MAX_SIZE
@@ -280,25 +284,20 @@ def _max3(t: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.maximum(t[:, 0], t[:, 1]), t[:, 2])
 
 
-def _plane_coefficients(tri: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
-    """Affine maps `a * dx + b * dy + c` of (dx, dy) = pixel - (x0, y0) to the three
-    barycentric weights and the depth, as `(3: a, b, c, T, 4)`."""
+def _edge_coefficients(tri: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+    """Edge functions `a * dx + b * dy + c` of (dx, dy) = pixel - (x0, y0): for corner i,
+    twice the signed area of (pixel, corner i+1, corner i+2). Returns `(3: a, b, c, T, 3)`."""
     x = (tri[..., 0] - x0[:, None]).T  # (corner, T): contiguous rows below
     y = (tri[..., 1] - y0[:, None]).T
-    z = tri[..., 2].T
-    # weight of corner i = signed area of (pixel, corner i+1, corner i+2) / the triangle's
-    inverse_area = 1.0 / ((x[1] - x[0]) * (y[2] - y[0]) - (x[2] - x[0]) * (y[1] - y[0]))
-    rows = []
-    for j, k in ((1, 2), (2, 0), (0, 1)):  # the corners after corners 0, 1, 2
-        rows.append(
-            torch.stack([y[j] - y[k], x[k] - x[j], x[j] * y[k] - x[k] * y[j]]) * inverse_area
-        )  # (3: a, b, c, T)
-    rows.append(rows[0] * z[0] + rows[1] * z[1] + rows[2] * z[2])  # depth
-    return torch.stack(rows, dim=-1)  # (3, T, 4)
+    per_corner = [
+        torch.stack([y[j] - y[k], x[k] - x[j], x[j] * y[k] - x[k] * y[j]])  # (3: a, b, c, T)
+        for j, k in ((1, 2), (2, 0), (0, 1))  # the corners after corners 0, 1, 2
+    ]
+    return torch.stack(per_corner, dim=-1)
 
 
-def _affine(planes: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
-    """`a * dx + b * dy + c` for `planes` (3, T, K) at offsets broadcasting to (T, C, 1):
-    returns `(T, C, K)`."""
-    a, b, c = planes[:, :, None, :]
+def _affine(coefficients: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """`a * dx + b * dy + c` for `coefficients` (3, T, K) at offsets broadcasting to
+    (T, C, 1): returns `(T, C, K)`."""
+    a, b, c = coefficients[:, :, None, :]
     return a * dx + b * dy + c
