@@ -130,9 +130,10 @@ def _symmetry_normal(points: np.ndarray, normals: np.ndarray) -> np.ndarray:
 
     A few point-to-plane steps from each of several starts (the principal axes and the
     camera's x axis turned by a few yaws: a face's left-right axis is near one of them) on a
-    few hundred points pick the start; more steps on all points refine it.
+    few hundred points pick the start; steps on `FINE_SAMPLES` points refine it. Partners
+    are always looked up among all the points.
     """
-    tree = cKDTree(points)  # mirrored points are matched against all the points
+    tree = cKDTree(points)
     _, axes = np.linalg.eigh(np.einsum("ij,ik->jk", points, points))
     starts = [axes[:, i] for i in range(3)]
     starts += [rotation_matrix(yaw, 0.0)[:, 0] for yaw in (-60.0, -20.0, 20.0, 60.0)]
