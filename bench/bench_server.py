@@ -9,7 +9,8 @@ its GIL) and measures:
 - the server's overhead per call (target <= 5 ms): per call, the server's total minus its
   engine stages, plus the client's latency minus the server's total; and, as a noisier
   cross-check, median gRPC latency minus the median of the same work done in-process
-  (prepare, predict, finish, encode), interleaved call by call;
+  (prepare, predict, finish, encode, in a worker thread as in the server), interleaved call
+  by call; both for the full reply and for a small one;
 - server RSS drift over --rss-calls calls after a warm-up (target <= 5 %).
 Uses the shipped weights when present, else the tests' tiny slab model. Figures go to
 bench/results/server.json.
@@ -45,6 +46,8 @@ from facerecon_client.channel import OPTIONS
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "weights" / "facerecon.pt"
 REQUEST = dict(mesh_encodings=("glb",), views=[(-30, 0), (30, 0)], view_size=128, pose=True)
+# A small reply (~100 KB instead of MBs) separates the fixed cost per call from the cost per byte.
+SMALL_REQUEST = dict(mesh_encodings=("glb",), decimate_faces=2000, pose=False)
 
 
 def photo() -> bytes:
@@ -198,10 +201,15 @@ def overhead(stub, request, image: bytes, weights: Path, device: str, pairs: int
     rec.warmup()
     parsed = convert.parse_request(request, "bench")
 
-    def bare() -> None:
+    def work() -> None:
         face = rec.prepare(image, parsed.face_box, parsed.landmarks)
         (volume,) = rec.predict([face])
         convert.build_response(rec.finish(face, volume, parsed.options), parsed)
+
+    # In a worker thread, as in the server: on a busy machine torch's intra-op threads called
+    # from the main thread were seen to run several times slower.
+    thread = ThreadPoolExecutor(1)
+    bare = lambda: thread.submit(work).result()  # noqa: E731
 
     def timed(fn: Callable[[], object]) -> float:
         start = time.perf_counter()
@@ -218,9 +226,11 @@ def overhead(stub, request, image: bytes, weights: Path, device: str, pairs: int
         stages_ms = sum(v for k, v in reply.timings_ms.items() if k not in ("total", "queue"))
         in_server.append(total_ms - stages_ms)
         transport.append(served[-1] * 1000.0 - total_ms)
+    thread.shutdown()
     med = statistics.median
     return {
         "pairs": pairs,
+        "reply_bytes": reply.ByteSize(),
         # Measured per call, so immune to how loaded the machine is: the server's share is
         # (total - engine stages: parsing, queue wait, thread hops) + (client latency - total:
         # serialisation, HTTP/2, loopback).
@@ -270,7 +280,12 @@ def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         weights, source = weights_path(Path(tmp), args.weights)
-        extra = ["--max-inflight", str(2 * max(levels)), "--max-stream-inflight", str(max(levels))]
+        extra = [
+            "--max-inflight",
+            str(max(8, 2 * max(levels))),
+            "--max-stream-inflight",
+            str(max(levels)),
+        ]
         server = ServerProcess(weights, args.device, extra)
         try:
             info = server.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
@@ -281,11 +296,21 @@ def main() -> None:
                     "device": info.device,
                     "weights": source,
                 },
-                "request": {k: v for k, v in REQUEST.items()} | {"image": "astronaut 200x200 JPEG"},
+                "image": "astronaut 200x200 JPEG",
+                "request": REQUEST,
+                "small_request": SMALL_REQUEST,
                 "server_cpu_threads": os.cpu_count(),
-                "overhead": overhead(
-                    server.stub, request, image, weights, args.device, args.overhead_pairs
-                ),
+                "overhead": {
+                    name: overhead(
+                        server.stub,
+                        build_request(image, **options),
+                        image,
+                        weights,
+                        args.device,
+                        args.overhead_pairs,
+                    )
+                    for name, options in (("small_reply", SMALL_REQUEST), ("full_reply", REQUEST))
+                },
                 "unary": {},
                 "stream": {},
             }

@@ -19,6 +19,9 @@ from facerecon.reconstructor import Reconstructor
 from facerecon.v1 import service_pb2 as pb
 from facerecon.v1 import service_pb2_grpc
 from facerecon_client import FaceReconClient
+from facerecon_client.retry import RetryPolicy
+
+NO_RETRY = RetryPolicy(attempts=1)
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +96,11 @@ def test_tls_serves_clients_that_trust_the_ca(reconstructor, pki):
         target = f"localhost:{server.port}"
         with FaceReconClient(target, root_certificates=pki["ca"]) as client:
             assert _info(client).model.name == "vrn-tiny"
-        with FaceReconClient(target, root_certificates=pki["stranger"]) as client:
+        with FaceReconClient(target, root_certificates=pki["stranger"], retry=NO_RETRY) as client:
             with pytest.raises(grpc.RpcError) as caught:
                 _info(client)
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        with FaceReconClient(target) as plaintext:  # no TLS at all
+        with FaceReconClient(target, retry=NO_RETRY) as plaintext:  # no TLS at all
             with pytest.raises(grpc.RpcError) as caught:
                 _info(plaintext)
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -116,7 +119,7 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(reconstructor, pki):
             client_cert = (
                 dict(certificate_chain=pki[cert], private_key=pki[f"{cert}_key"]) if cert else {}
             )
-            with FaceReconClient(target, **trusted, **client_cert) as client:
+            with FaceReconClient(target, **trusted, **client_cert, retry=NO_RETRY) as client:
                 with pytest.raises(grpc.RpcError) as caught:
                     _info(client)
                 assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -152,3 +155,16 @@ def test_bearer_tokens(reconstructor, tmp_path):
         if name == "facerecon_rejected_requests_total"
     }
     assert rejected == {"unauthenticated": 2.0, "permission_denied": 1.0}
+
+
+def test_plaintext_health_port_beside_a_tls_api(reconstructor, pki):
+    config = dict(tls_cert=pki["server"], tls_key=pki["server_key"], health_port=0)
+    with RunningServer(reconstructor, **config) as server:
+        assert server.server.health_port not in (None, 0, server.port)
+        with grpc.insecure_channel(f"127.0.0.1:{server.server.health_port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            stub = service_pb2_grpc.FaceReconServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:  # the API is not served there
+                stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -135,6 +135,7 @@ class FaceReconServer:
             c.batch_max_wait_ms / 1000.0,
             capacity=c.max_inflight,
             metrics=self.metrics,
+            incoming=lambda: self.service.preparing,
         )
         self._batcher.start()
         self.service.engine = Engine(rec, self._batcher)

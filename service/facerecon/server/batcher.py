@@ -1,11 +1,14 @@
 """Dynamic batching: requests arriving close together share one forward pass.
 
-The first waiting item opens a batch; the batch closes when it is full or `max_wait_s` after
-it opened, whichever comes first (items already queued are taken at once, so a backlog
-always forms full batches). Batches run one at a time in a dedicated thread: the network
-is the bottleneck and one forward pass at a time keeps its latency predictable while the
-event loop and the CPU pool prepare the next batch. Items whose caller has gone (cancelled,
-deadline passed) are dropped before the forward pass.
+The first waiting item opens a batch; the batch closes when it is full, or `max_wait_s` after
+it opened, or as soon as no other request is on its way (`incoming()` is 0: nobody is being
+decoded and cropped), whichever comes first. Items already queued are taken at once, so a
+backlog always forms full batches, and a lone request on an idle server never waits.
+
+Batches run one at a time in a dedicated thread: the network is the bottleneck and one
+forward pass at a time keeps its latency predictable while the event loop and the CPU pool
+prepare the next batch. Items whose caller has gone (cancelled, deadline passed) are dropped
+before the forward pass.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ class DynamicBatcher(Generic[In, Out]):
         max_wait_s: float,
         capacity: int,
         metrics: ServerMetrics,
+        incoming: Callable[[], int] = lambda: 1,
     ):
         self.predict = predict
+        self.incoming = incoming
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.metrics = metrics
@@ -67,7 +72,7 @@ class DynamicBatcher(Generic[In, Out]):
                     batch.append(self._queue.get_nowait())
                     continue
                 remaining = closes - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or not self.incoming():
                     break
                 try:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))

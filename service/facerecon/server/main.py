@@ -48,6 +48,7 @@ async def serve(config: ServerConfig) -> None:
             "fields": {
                 "port": port,
                 "metrics_port": server.metrics_port,
+                "health_port": server.health_port,
                 "tls": config.tls_cert is not None,
                 "mutual_tls": config.tls_client_ca is not None,
                 "auth": bool(config.tokens()),

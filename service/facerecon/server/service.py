@@ -49,6 +49,7 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
         self.admission = Admission(config.max_inflight, metrics)
         self.engine: Engine | None = None  # set once the model is loaded and warm
         self.draining = False  # set on shutdown: new requests are refused
+        self.preparing = 0  # requests being decoded and cropped
 
     async def Reconstruct(
         self, request: pb.ReconstructRequest, context: grpc.aio.ServicerContext
@@ -93,20 +94,24 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
             replies.put_nowait(reply)
 
         async def read_all() -> None:
-            # Reads a request only when this stream has a free window place (given back once
-            # its reply is sent) and the server a free slot: the backlog stays in the client
-            # and the transport, never here.
+            # The next request is read only once this stream has a free window place (given
+            # back when a reply has been sent), and it starts once the server has a free slot:
+            # the backlog stays in the client and the transport, never here.
             index = 0
+            incoming = aiter(requests)
             try:
-                async for message in requests:
+                while True:
                     await window.acquire()
+                    message = await anext(incoming, None)
+                    if message is None:
+                        break
                     slot = await self.admission.enter()
                     request_id = message.request.request_id or str(index)
                     index += 1
                     task = asyncio.create_task(answer(message.request, request_id, slot))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-                for _ in range(self.config.max_stream_inflight):  # all answered
+                for _ in range(self.config.max_stream_inflight - 1):  # until all are answered
                     await window.acquire()
             finally:
                 replies.put_nowait(None)
@@ -190,9 +195,13 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
         try:
             parsed = convert.parse_request(request, request_id)
             _check_alive(context)
-            face = await slot.run(
-                self.pool, rec.prepare, parsed.image, parsed.face_box, parsed.landmarks
-            )
+            self.preparing += 1  # on its way to the batcher, which may wait for it
+            try:
+                face = await slot.run(
+                    self.pool, rec.prepare, parsed.image, parsed.face_box, parsed.landmarks
+                )
+            finally:
+                self.preparing -= 1
             _check_alive(context)
             queued = time.perf_counter()
             volume = await engine.batcher.submit(face)
