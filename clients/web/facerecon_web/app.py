@@ -1,0 +1,121 @@
+"""The Starlette app: the page, the reconstruct endpoint and the mesh downloads.
+
+GET  /                              the page (static/index.html)
+GET  /api/config                    upload limits and the model being served
+POST /api/reconstruct               body: the photo (Content-Type image/jpeg|png|webp|bmp)
+GET  /api/results/{id}/face.{kind}  kind: glb, ply or obj (kept result_ttl_s seconds)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from facerecon_client import AsyncFaceReconClient
+from facerecon_web.errors import GatewayError, from_rpc_error
+from facerecon_web.headers import SecurityHeaders
+from facerecon_web.replies import mesh_files, reply_json
+from facerecon_web.settings import GatewaySettings
+from facerecon_web.store import ResultStore
+from facerecon_web.upload import ALLOWED_TYPES, read_photo
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+MEDIA_TYPES = {"glb": "model/gltf-binary", "ply": "application/octet-stream", "obj": "model/obj"}
+
+
+def create_app(settings: GatewaySettings | None = None) -> Starlette:
+    """The gateway for `settings` (default: GatewaySettings.from_environ())."""
+    settings = settings or GatewaySettings.from_environ()
+    store = ResultStore(settings.result_ttl_s, settings.max_results, settings.max_result_bytes)
+    clients: list[AsyncFaceReconClient] = []  # one channel, opened on the server's event loop
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        clients.append(AsyncFaceReconClient(settings.service))
+        try:
+            yield
+        finally:
+            await clients.pop().close()
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def config(request: Request) -> Response:
+        model = None
+        with contextlib.suppress(grpc.RpcError):
+            info = await clients[0].model_info(timeout=2.0)
+            model = {"name": info.model.name, "version": info.model.version, "device": info.device}
+        return JSONResponse(
+            {
+                "max_upload_bytes": settings.max_upload_bytes,
+                "allowed_types": list(ALLOWED_TYPES),
+                "result_ttl_s": settings.result_ttl_s,
+                "model": model,
+            }
+        )
+
+    async def reconstruct(request: Request) -> Response:
+        started = time.perf_counter()
+        photo = await read_photo(request, settings.max_upload_bytes)
+        try:
+            reply = await clients[0].reconstruct(
+                photo,
+                timeout=settings.timeout_s,
+                mesh_encodings=("glb", "ply", "obj"),
+                views=settings.views,
+                view_size=settings.view_size,
+                frontal_view=True,
+                pose=True,
+            )
+        except grpc.RpcError as error:
+            # The code only: details of INVALID_ARGUMENT can quote what the user sent.
+            log.info("reconstruct failed", extra={"fields": {"code": error.code().name}})
+            raise from_rpc_error(error) from None
+        files = mesh_files(reply)
+        body = reply_json(reply, store.put(files), files)
+        body["timings_ms"]["gateway_total"] = round((time.perf_counter() - started) * 1e3, 1)
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+    async def download(request: Request) -> Response:
+        kind = request.path_params["kind"]
+        data = store.get(request.path_params["result_id"], kind) if kind in MEDIA_TYPES else None
+        if data is None:
+            raise GatewayError(404, "This result has expired; please reconstruct the photo again.")
+        return Response(
+            data,
+            media_type=MEDIA_TYPES[kind],
+            headers={
+                "Content-Disposition": f'attachment; filename="face.{kind}"',
+                "Cache-Control": "no-store",
+            },
+        )
+
+    async def gateway_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, GatewayError)
+        content = {"error": error.message, "fields": error.fields}
+        return JSONResponse(content, status_code=error.status, headers=error.headers)
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/api/config", config),
+            Route("/api/reconstruct", reconstruct, methods=["POST"]),
+            Route("/api/results/{result_id}/face.{kind}", download),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={GatewayError: gateway_error},
+        lifespan=lifespan,
+    )

@@ -1,0 +1,49 @@
+"""Errors the gateway answers with, and how the service's gRPC errors map onto them."""
+
+from __future__ import annotations
+
+import grpc
+
+from facerecon_client import bad_request_fields
+
+# Seconds a client is asked to wait (Retry-After) when the service is busy or starting.
+RETRY_AFTER_S = 5
+
+
+class GatewayError(Exception):
+    """An HTTP error with a message meant for the person using the page."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        fields: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.fields = fields or {}
+        self.headers = headers or {}
+
+
+def from_rpc_error(error: grpc.RpcError) -> GatewayError:
+    """INVALID_ARGUMENT -> 400 with the service's message and field violations (no face,
+    undecodable photo, too many pixels); RESOURCE_EXHAUSTED / UNAVAILABLE -> 503 with
+    Retry-After; DEADLINE_EXCEEDED -> 504; anything else -> 502."""
+    code = error.code()
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return GatewayError(
+            400, error.details() or "The photo was refused.", fields=bad_request_fields(error)
+        )
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        message = f"The service is busy right now. Please try again in {RETRY_AFTER_S} seconds."
+        return GatewayError(503, message, headers=retry)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        message = "The reconstruction service is starting or unreachable. Please try again shortly."
+        return GatewayError(503, message, headers=retry)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return GatewayError(504, "The reconstruction took too long. Please try a smaller photo.")
+    return GatewayError(502, f"The reconstruction service failed ({code.name}).")

@@ -1,0 +1,48 @@
+"""A ReconstructResponse as the JSON the page shows (views inline as PNG data URLs)."""
+
+from __future__ import annotations
+
+import base64
+
+from facerecon.v1 import service_pb2 as pb
+from facerecon.v1 import types_pb2 as types
+
+MESH_KINDS = ("glb", "ply", "obj")
+
+
+def mesh_files(reply: pb.ReconstructResponse) -> dict[str, bytes]:
+    """{"glb": bytes, "ply": bytes, "obj": bytes}, leaving out encodings not returned."""
+    return {kind: getattr(reply.mesh, kind) for kind in MESH_KINDS if getattr(reply.mesh, kind)}
+
+
+def view_json(view: types.View) -> dict:
+    mime = "image/jpeg" if view.format == types.IMAGE_FORMAT_JPEG else "image/png"
+    data = base64.b64encode(view.image).decode("ascii")
+    return {
+        "yaw": round(view.yaw_deg, 1),
+        "pitch": round(view.pitch_deg, 1),
+        "src": f"data:{mime};base64,{data}",
+    }
+
+
+def reply_json(reply: pb.ReconstructResponse, result_id: str, files: dict[str, bytes]) -> dict:
+    """What the page needs: pose, timings, views, and where to download each mesh file."""
+    pose = None
+    if reply.HasField("pose"):
+        pose = {
+            "yaw": round(reply.pose.yaw_deg, 1),
+            "pitch": round(reply.pose.pitch_deg, 1),
+            "roll": round(reply.pose.roll_deg, 1),
+        }
+    return {
+        "id": result_id,
+        "model": {"name": reply.model.name, "version": reply.model.version},
+        "pose": pose,
+        "timings_ms": {k: round(v, 1) for k, v in reply.timings_ms.items()},
+        "views": [view_json(v) for v in reply.views],
+        "frontal": view_json(reply.frontal_view) if reply.HasField("frontal_view") else None,
+        "meshes": {
+            kind: {"url": f"/api/results/{result_id}/face.{kind}", "bytes": len(data)}
+            for kind, data in files.items()
+        },
+    }

@@ -1,0 +1,185 @@
+// The page: pick, drop or snap a photo, upload it with progress, show the result.
+import { FaceViewer } from "./viewer.js";
+
+const $ = (id) => document.getElementById(id);
+const page = document.body;
+let config = {
+  max_upload_bytes: 20 << 20,
+  allowed_types: ["image/jpeg", "image/png", "image/webp", "image/bmp"],
+};
+let viewer = null;
+
+// One attribute tells the state (idle, uploading, reconstructing, ready, error): the CSS and
+// the browser tests both read it.
+function setState(state, message = "") {
+  page.dataset.state = state;
+  $("status-text").textContent = message;
+  $("error").hidden = state !== "error";
+  if (state === "error") $("error").textContent = message;
+}
+
+function megabytes(bytes) {
+  return `${(bytes / (1 << 20)).toFixed(bytes < 1 << 20 ? 1 : 0)} MB`;
+}
+
+// The same checks as the gateway's, so a wrong file is refused before it is sent.
+function checkPhoto(file) {
+  if (!config.allowed_types.includes(file.type)) {
+    return `“${file.name}” is not a JPEG, PNG, WebP or BMP image.`;
+  }
+  if (file.size > config.max_upload_bytes) {
+    return `“${file.name}” is ${megabytes(file.size)}; the limit is ${megabytes(config.max_upload_bytes)}.`;
+  }
+  return null;
+}
+
+function upload(photo) {
+  return new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    request.open("POST", "/api/reconstruct");
+    request.setRequestHeader("Content-Type", photo.type);
+    request.responseType = "json";
+    request.upload.onprogress = (event) => {
+      if (event.lengthComputable) $("progress").value = event.loaded / event.total;
+    };
+    request.upload.onload = () => {
+      $("progress").removeAttribute("value"); // indeterminate while the service works
+      setState("reconstructing", "Reconstructing the face…");
+    };
+    request.onload = () => {
+      const body = request.response;
+      if (request.status === 200 && body) resolve(body);
+      else reject(new Error(errorMessage(request.status, body)));
+    };
+    request.onerror = () => reject(new Error("The upload failed: is the demo still running?"));
+    request.send(photo);
+  });
+}
+
+function errorMessage(status, body) {
+  const message = body?.error ?? `The gateway answered HTTP ${status}.`;
+  const fields = Object.entries(body?.fields ?? {}).map(([f, d]) => `${f}: ${d}`);
+  return fields.length && !fields.some((f) => f.endsWith(message)) ? `${message} (${fields.join("; ")})` : message;
+}
+
+async function reconstruct(photo) {
+  const problem = checkPhoto(photo);
+  if (problem) return setState("error", problem);
+  $("progress").value = 0;
+  setState("uploading", `Uploading ${megabytes(photo.size)}…`);
+  const started = performance.now();
+  try {
+    const result = await upload(photo);
+    setState("reconstructing", "Loading the 3D viewer…");
+    viewer ??= new FaceViewer($("viewer"));
+    await viewer.load(result.meshes.glb.url);
+    showResult(result, performance.now() - started);
+    setState("ready", "Drag to turn the face, scroll to zoom.");
+  } catch (error) {
+    setState("error", error.message);
+  }
+}
+
+function showResult(result, totalMs) {
+  $("result").hidden = false;
+  const pose = result.pose;
+  $("pose").textContent = pose ? `yaw ${pose.yaw}°, pitch ${pose.pitch}°, roll ${pose.roll}°` : "—";
+  $("model").textContent = `${result.model.name} ${result.model.version}`;
+  const timings = { ...result.timings_ms, "in the browser": totalMs };
+  $("timings").replaceChildren(
+    ...Object.entries(timings).map(([stage, ms]) => {
+      const row = document.createElement("tr");
+      for (const text of [stage, `${Math.round(ms)} ms`]) row.insertCell().textContent = text;
+      return row;
+    }),
+  );
+  $("downloads").replaceChildren(
+    ...Object.entries(result.meshes).map(([kind, file]) => {
+      const link = document.createElement("a");
+      link.href = file.url;
+      link.download = `face.${kind}`;
+      link.className = "button";
+      link.textContent = `${kind.toUpperCase()} (${megabytes(file.bytes)})`;
+      return link;
+    }),
+  );
+  const views = result.frontal ? [{ ...result.frontal, label: "frontal" }, ...result.views] : result.views;
+  $("views").replaceChildren(
+    ...views.map((view) => {
+      const figure = document.createElement("figure");
+      const image = document.createElement("img");
+      image.src = view.src;
+      image.alt = view.label ?? `yaw ${view.yaw}°`;
+      const caption = document.createElement("figcaption");
+      caption.textContent = image.alt;
+      figure.append(image, caption);
+      return figure;
+    }),
+  );
+}
+
+// Webcam: preview, then one frame as a JPEG, through the same path as a file.
+async function startCamera() {
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 1280 } });
+    $("camera-video").srcObject = stream;
+    $("camera").hidden = false;
+  } catch (error) {
+    setState("error", `The camera is not available: ${error.message}`);
+  }
+}
+
+function stopCamera() {
+  const video = $("camera-video");
+  video.srcObject?.getTracks().forEach((track) => track.stop());
+  video.srcObject = null;
+  $("camera").hidden = true;
+}
+
+function snap() {
+  const video = $("camera-video");
+  const canvas = document.createElement("canvas");
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  stopCamera();
+  canvas.toBlob((blob) => reconstruct(new File([blob], "webcam.jpg", { type: "image/jpeg" })), "image/jpeg", 0.92);
+}
+
+function wire() {
+  const drop = $("drop");
+  $("file").addEventListener("change", (event) => {
+    const [file] = event.target.files;
+    if (file) reconstruct(file);
+    event.target.value = ""; // choosing the same file again fires another change
+  });
+  drop.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    const [file] = event.dataTransfer.files;
+    if (file) reconstruct(file);
+  });
+  $("camera-start").hidden = !navigator.mediaDevices?.getUserMedia;
+  $("camera-start").addEventListener("click", startCamera);
+  $("camera-snap").addEventListener("click", snap);
+  $("camera-cancel").addEventListener("click", stopCamera);
+}
+
+async function main() {
+  wire();
+  try {
+    config = await (await fetch("/api/config")).json();
+    $("limits").textContent = `JPEG, PNG, WebP or BMP, up to ${megabytes(config.max_upload_bytes)}.`;
+    if (config.model) $("served").textContent = `Model: ${config.model.name} ${config.model.version} on ${config.model.device}.`;
+  } catch {
+    // The defaults above still let the page work; the gateway checks again anyway.
+  }
+  setState("idle");
+}
+
+main();
