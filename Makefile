@@ -3,7 +3,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: setup run test bench lint
+.PHONY: setup run test bench lint demo
 
 setup:
 	$(PIP) torch==2.13.0
@@ -11,6 +11,14 @@ setup:
 
 run: setup
 	facerecon serve
+
+# The web demo (clients/web/README.md): the gRPC service and the page at http://127.0.0.1:8000;
+# Ctrl-C stops both. WEIGHTS=checkpoint (default weights/facerecon.pt); DETECTOR=face detector
+# .onnx (default: YuNet from ../shared when present; without one photos must be face crops).
+DETECTOR ?= $(wildcard ../shared/models/yunet/yunet_s_dynamic.onnx)
+demo: setup
+	$(PYTHON) -m facerecon_web.demo $(if $(WEIGHTS),--weights $(WEIGHTS)) \
+		$(if $(DETECTOR),--detector $(DETECTOR))
 
 test: setup
 	$(PYTHON) -m pytest

@@ -1,6 +1,6 @@
 """`make demo`: the gRPC service and the web gateway together on localhost.
 
-    python -m facerecon_web.demo [--weights PATH] [--port 8000] [--service-port 50051]
+    python -m facerecon_web.demo [--weights PATH] [--detector PATH] [--port 8000]
 
 Starts `python -m facerecon.server` as a child process, waits until its health check says
 SERVING, then serves the page until Ctrl-C, which stops both.
@@ -52,6 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Path(os.environ.get("FACERECON_WEIGHTS", DEFAULT_WEIGHTS)),
         help="checkpoint (default: $FACERECON_WEIGHTS or weights/facerecon.pt)",
     )
+    parser.add_argument(
+        "--detector",
+        type=Path,
+        help="face detector (YuNet or SCRFD .onnx; default: $FACERECON_DETECTOR or none, "
+        "and then each photo is taken as a face crop)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="bind address of both")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port of the page")
     parser.add_argument("--service-port", type=int, default=50051, help="gRPC port")
@@ -64,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = [sys.executable, "-m", "facerecon.server", "--address", target,
                "--weights", str(args.weights), "--metrics-port", "",
                "--grace-period-s", "2"]  # fmt: skip
+    if args.detector is not None:
+        command += ["--detector", str(args.detector)]
     service = subprocess.Popen(command)
     try:
         print(f"starting the service on {target} (loading {args.weights}) ...", flush=True)

@@ -28,7 +28,8 @@ function checkPhoto(file) {
     return `“${file.name}” is not a JPEG, PNG, WebP or BMP image.`;
   }
   if (file.size > config.max_upload_bytes) {
-    return `“${file.name}” is ${megabytes(file.size)}; the limit is ${megabytes(config.max_upload_bytes)}.`;
+    const limit = megabytes(config.max_upload_bytes);
+    return `“${file.name}” is ${megabytes(file.size)}; the limit is ${limit}.`;
   }
   return null;
 }
@@ -59,7 +60,9 @@ function upload(photo) {
 function errorMessage(status, body) {
   const message = body?.error ?? `The gateway answered HTTP ${status}.`;
   const fields = Object.entries(body?.fields ?? {}).map(([f, d]) => `${f}: ${d}`);
-  return fields.length && !fields.some((f) => f.endsWith(message)) ? `${message} (${fields.join("; ")})` : message;
+  // The service names the field at fault; say it unless the message already does.
+  const repeated = fields.some((f) => f.endsWith(message));
+  return fields.length && !repeated ? `${message} (${fields.join("; ")})` : message;
 }
 
 async function reconstruct(photo) {
@@ -80,16 +83,34 @@ async function reconstruct(photo) {
   }
 }
 
+// The service's stages in pipeline order, then the totals seen by each hop.
+const STAGES = ["decode", "crop", "queue", "network", "mesh", "pose", "render", "encode"];
+const TOTALS = ["total", "gateway_total", "browser"];
+const STAGE_LABELS = {
+  total: "service total",
+  gateway_total: "gateway total",
+  browser: "round trip",
+};
+const stageOrder = (stage) => {
+  const order = [...STAGES, ...TOTALS].indexOf(stage);
+  return order < 0 ? STAGES.length : order; // stages this page does not know go before the totals
+};
+
 function showResult(result, totalMs) {
   $("result").hidden = false;
   const pose = result.pose;
-  $("pose").textContent = pose ? `yaw ${pose.yaw}°, pitch ${pose.pitch}°, roll ${pose.roll}°` : "—";
+  $("pose").textContent = pose
+    ? `yaw ${pose.yaw}°, pitch ${pose.pitch}°, roll ${pose.roll}°`
+    : "—";
   $("model").textContent = `${result.model.name} ${result.model.version}`;
-  const timings = { ...result.timings_ms, "in the browser": totalMs };
+  const timings = { ...result.timings_ms, browser: totalMs };
+  const stages = Object.keys(timings).sort((a, b) => stageOrder(a) - stageOrder(b));
   $("timings").replaceChildren(
-    ...Object.entries(timings).map(([stage, ms]) => {
+    ...stages.map((stage) => {
+      const ms = timings[stage];
       const row = document.createElement("tr");
-      for (const text of [stage, `${Math.round(ms)} ms`]) row.insertCell().textContent = text;
+      row.insertCell().textContent = STAGE_LABELS[stage] ?? stage;
+      row.insertCell().textContent = `${Math.round(ms)} ms`;
       return row;
     }),
   );
@@ -103,7 +124,8 @@ function showResult(result, totalMs) {
       return link;
     }),
   );
-  const views = result.frontal ? [{ ...result.frontal, label: "frontal" }, ...result.views] : result.views;
+  const frontal = result.frontal ? [{ ...result.frontal, label: "frontal" }] : [];
+  const views = [...frontal, ...result.views];
   $("views").replaceChildren(
     ...views.map((view) => {
       const figure = document.createElement("figure");
@@ -143,7 +165,8 @@ function snap() {
   canvas.height = video.videoHeight;
   canvas.getContext("2d").drawImage(video, 0, 0);
   stopCamera();
-  canvas.toBlob((blob) => reconstruct(new File([blob], "webcam.jpg", { type: "image/jpeg" })), "image/jpeg", 0.92);
+  const upload = (blob) => reconstruct(new File([blob], "webcam.jpg", { type: "image/jpeg" }));
+  canvas.toBlob(upload, "image/jpeg", 0.92);
 }
 
 function wire() {
@@ -174,8 +197,12 @@ async function main() {
   wire();
   try {
     config = await (await fetch("/api/config")).json();
-    $("limits").textContent = `JPEG, PNG, WebP or BMP, up to ${megabytes(config.max_upload_bytes)}.`;
-    if (config.model) $("served").textContent = `Model: ${config.model.name} ${config.model.version} on ${config.model.device}.`;
+    const limit = megabytes(config.max_upload_bytes);
+    $("limits").textContent = `JPEG, PNG, WebP or BMP, up to ${limit}.`;
+    const model = config.model;
+    if (model) {
+      $("served").textContent = `Model: ${model.name} ${model.version} on ${model.device}.`;
+    }
   } catch {
     // The defaults above still let the page work; the gateway checks again anyway.
   }
