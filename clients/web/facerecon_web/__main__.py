@@ -13,7 +13,10 @@ from facerecon_web.settings import GatewaySettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m facerecon_web", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m facerecon_web",
+        description="Serve the web demo against a running facerecon service.",
+    )
     parser.add_argument("--service", help="gRPC service host:port ($FACERECON_WEB_SERVICE)")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port")

@@ -43,8 +43,8 @@ def main() -> int:
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--photo", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path("clients/web/screenshot.png"))
-    parser.add_argument("--turn", type=int, default=140, help="drag across the viewer, pixels")
-    parser.add_argument("--size", default="1200,1150", help="window width,height")
+    parser.add_argument("--turn", type=int, default=80, help="drag across the viewer, pixels")
+    parser.add_argument("--size", default="1200,1300", help="window width,height")
     args = parser.parse_args()
 
     options = webdriver.ChromeOptions()
