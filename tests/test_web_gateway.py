@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 import trimesh
-from grpc_harness import RunningServer
+from grpc_harness import RunningServer, sample
 from PIL import Image
 from starlette.testclient import TestClient
 
@@ -181,6 +181,22 @@ def test_overloaded_service_is_503_with_retry_after(reconstructor, astronaut_jpe
     assert reply.status_code == 503
     assert reply.headers["retry-after"] == "5"
     assert "try again" in reply.json()["error"]
+
+
+def test_full_gateway_is_503_without_calling_the_service(reconstructor, astronaut_jpeg):
+    gated = GatedReconstructor(reconstructor)
+    with RunningServer(gated, max_inflight=4) as server, ThreadPoolExecutor(1) as pool:
+        with gateway(server.target, max_inflight=1) as client:
+            first = pool.submit(post_photo, client, astronaut_jpeg)
+            assert gated.entered.wait(30)  # the gateway's only upload slot is taken
+            try:
+                second = post_photo(client, astronaut_jpeg)
+            finally:
+                gated.release.set()
+            assert first.result().status_code == 200
+        metrics = server.metrics()
+    assert second.status_code == 503 and second.headers["retry-after"] == "5"
+    assert sample(metrics, "facerecon_rejected_requests_total", reason="inflight_limit") == 0
 
 
 def test_unreachable_service_is_503(astronaut_jpeg):

@@ -23,7 +23,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from facerecon_client import AsyncFaceReconClient
-from facerecon_web.errors import GatewayError, from_rpc_error
+from facerecon_web.errors import GatewayError, busy, from_rpc_error
 from facerecon_web.headers import SecurityHeaders
 from facerecon_web.replies import mesh_files, reply_json
 from facerecon_web.settings import GatewaySettings
@@ -39,15 +39,17 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
     """The gateway for `settings` (default: GatewaySettings.from_environ())."""
     settings = settings or GatewaySettings.from_environ()
     store = ResultStore(settings.result_ttl_s, settings.max_results, settings.max_result_bytes)
-    clients: list[AsyncFaceReconClient] = []  # one channel, opened on the server's event loop
+    # Uploads being read or reconstructed: each holds a photo in memory, so they are capped.
+    inflight = 0
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        clients.append(AsyncFaceReconClient(settings.service))
+        # One channel for all requests, opened on the event loop that serves them.
+        app.state.client = AsyncFaceReconClient(settings.service)
         try:
             yield
         finally:
-            await clients.pop().close()
+            await app.state.client.close()
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
@@ -55,7 +57,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
     async def config(request: Request) -> Response:
         model = None
         with contextlib.suppress(grpc.RpcError):
-            info = await clients[0].model_info(timeout=2.0)
+            info = await request.app.state.client.model_info(timeout=2.0)
             model = {"name": info.model.name, "version": info.model.version, "device": info.device}
         return JSONResponse(
             {
@@ -67,10 +69,20 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         )
 
     async def reconstruct(request: Request) -> Response:
+        nonlocal inflight
+        if inflight >= settings.max_inflight:
+            raise busy()
+        inflight += 1
+        try:
+            return await reconstruct_photo(request)
+        finally:
+            inflight -= 1
+
+    async def reconstruct_photo(request: Request) -> Response:
         started = time.perf_counter()
         photo = await read_photo(request, settings.max_upload_bytes)
         try:
-            reply = await clients[0].reconstruct(
+            reply = await request.app.state.client.reconstruct(
                 photo,
                 timeout=settings.timeout_s,
                 mesh_encodings=("glb", "ply", "obj"),
@@ -81,7 +93,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             )
         except grpc.RpcError as error:
             # The code only: details of INVALID_ARGUMENT can quote what the user sent.
-            log.info("reconstruct failed", extra={"fields": {"code": error.code().name}})
+            log.info("reconstruct failed: %s", error.code().name)
             raise from_rpc_error(error) from None
         files = mesh_files(reply)
         body = reply_json(reply, store.put(files), files)

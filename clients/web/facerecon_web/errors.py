@@ -28,6 +28,12 @@ class GatewayError(Exception):
         self.headers = headers or {}
 
 
+def busy() -> GatewayError:
+    """503 for a full gateway or a service at its in-flight limit: come back shortly."""
+    message = f"The service is busy right now. Please try again in {RETRY_AFTER_S} seconds."
+    return GatewayError(503, message, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def from_rpc_error(error: grpc.RpcError) -> GatewayError:
     """INVALID_ARGUMENT -> 400 with the service's message and field violations (no face,
     undecodable photo, too many pixels); RESOURCE_EXHAUSTED / UNAVAILABLE -> 503 with
@@ -37,13 +43,11 @@ def from_rpc_error(error: grpc.RpcError) -> GatewayError:
         return GatewayError(
             400, error.details() or "The photo was refused.", fields=bad_request_fields(error)
         )
-    retry = {"Retry-After": str(RETRY_AFTER_S)}
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        message = f"The service is busy right now. Please try again in {RETRY_AFTER_S} seconds."
-        return GatewayError(503, message, headers=retry)
+        return busy()
     if code == grpc.StatusCode.UNAVAILABLE:
         message = "The reconstruction service is starting or unreachable. Please try again shortly."
-        return GatewayError(503, message, headers=retry)
+        return GatewayError(503, message, headers={"Retry-After": str(RETRY_AFTER_S)})
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return GatewayError(504, "The reconstruction took too long. Please try a smaller photo.")
     return GatewayError(502, f"The reconstruction service failed ({code.name}).")

@@ -24,12 +24,16 @@ class GatewaySettings:
     # Bound on meshes held at once (oldest dropped first): memory stays bounded under load.
     max_results: int = 32
     max_result_bytes: int = 512 * MiB
+    # Uploads in progress at once (each holds its photo in memory); beyond it, 503.
+    max_inflight: int = 16
     # Deadline of one Reconstruct call, seconds.
     timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
-        if self.max_upload_bytes < 1 or self.max_results < 1 or self.result_ttl_s <= 0:
-            raise ValueError("max_upload_bytes, max_results and result_ttl_s must be positive")
+        if min(self.max_upload_bytes, self.max_results, self.max_inflight) < 1:
+            raise ValueError("max_upload_bytes, max_results and max_inflight must be positive")
+        if self.result_ttl_s <= 0 or self.timeout_s <= 0:
+            raise ValueError("result_ttl_s and timeout_s must be positive")
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides) -> GatewaySettings:
