@@ -279,3 +279,16 @@ def test_concurrent_requests_share_forward_passes(reconstructor, astronaut_jpeg)
     assert all(r.mesh.glb for r in replies)
     batches = sample(metrics, "facerecon_batch_size_count")
     assert sample(metrics, "facerecon_batch_size_sum") == 8 and batches < 8
+
+
+def test_a_reply_over_the_send_limit_is_refused_with_a_reason(reconstructor, astronaut_jpeg):
+    with RunningServer(reconstructor, max_send_message_bytes=256 << 10) as server:
+        with server.channel() as channel:
+            stub = service_pb2_grpc.FaceReconServiceStub(channel)
+            request = build_request(astronaut_jpeg, mesh_encodings=("raw", "ply", "obj"))
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Reconstruct(request, timeout=60)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "decimate_faces" in caught.value.details()
+            small = build_request(astronaut_jpeg, decimate_faces=1000, pose=False)
+            assert stub.Reconstruct(small, timeout=60).mesh.glb

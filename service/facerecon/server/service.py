@@ -222,6 +222,14 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
             raise failure(
                 grpc.StatusCode.INTERNAL, "internal error; the server logged it"
             ) from None
+        size, limit = response.ByteSize(), self.config.max_send_message_bytes
+        if size > limit:  # say why, rather than let the transport fail the call
+            raise failure(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the reply would be {size / 2**20:.1f} MiB, over this server's limit of "
+                f"{limit / 2**20:.1f} MiB: ask for fewer mesh encodings or smaller views, or "
+                "set options.decimate_faces",
+            )
         timings = dict(result.timings_ms)
         timings["encode"] = (time.perf_counter() - encoded) * 1000.0
         timings["total"] = (time.perf_counter() - start) * 1000.0
