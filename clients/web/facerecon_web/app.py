@@ -32,6 +32,8 @@ from facerecon_web.upload import ALLOWED_TYPES, read_photo
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+# Failures that say nothing about the gateway's health (a bad photo, a busy service).
+ROUTINE_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})
 MEDIA_TYPES = {"glb": "model/gltf-binary", "ply": "application/octet-stream", "obj": "model/obj"}
 
 
@@ -93,7 +95,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             )
         except grpc.RpcError as error:
             # The code only: details of INVALID_ARGUMENT can quote what the user sent.
-            log.info("reconstruct failed: %s", error.code().name)
+            level = logging.INFO if error.code() in ROUTINE_CODES else logging.WARNING
+            log.log(level, "Reconstruct failed: %s", error.code().name)
             raise from_rpc_error(error) from None
         files = mesh_files(reply)
         body = reply_json(reply, store.put(files), files)
