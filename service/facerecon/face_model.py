@@ -1,0 +1,188 @@
+"""The ICT face model (a linear morphable head) restricted to the outer head, as torch tensors.
+
+The model is not part of the product: users bring their own copy of the ICT-FaceKit
+(MIT licence, USC Institute for Creative Technologies) and convert it once with
+`facerecon import-face-model DIR` (see `facerecon.face_model_import`). `load_face_model()`
+reads the npz from `$FACERECON_FACE_MODEL`, else `~/.local/share/facerecon/ict_face_light.npz`,
+and returns None when there is none, so that everything else works without it.
+
+The npz holds the full ICT topology (26,719 vertices; arrays described in
+`../shared/facemodel/README.md`). Shapes are `neutral + w_id @ identity + w_exp @ expression`
+in centimetres, +x the subject's left, +y up, +z out of the face. Only the outer head
+(`HEAD_REGIONS`: the face and the head and neck) is kept for registration: the eyeballs,
+mouth interior, teeth and eyelashes are not seen by a volume's surface.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+ENV_VAR = "FACERECON_FACE_MODEL"
+DEFAULT_PATH = Path("~/.local/share/facerecon/ict_face_light.npz")
+
+# Half-open vertex ranges of the ICT topology's parts (the model's regions.json).
+ICT_VERTEX_RANGES: dict[str, tuple[int, int]] = {
+    "face": (0, 9409),
+    "narrow_face": (0, 6706),
+    "head_and_neck": (9409, 11248),
+    "mouth_socket": (11248, 13294),
+    "eyeball_left": (21451, 23021),
+    "eyeball_right": (23021, 24591),
+}
+ICT_VERTICES = 26719
+HEAD_REGIONS = ("face", "head_and_neck")
+IDENTITY_MODES = 40  # the first modes carry most of the variance; more only slows the fit
+
+
+def default_face_model_path() -> Path:
+    return Path(os.environ.get(ENV_VAR) or DEFAULT_PATH).expanduser()
+
+
+def region_vertices(regions: Sequence[str]) -> np.ndarray:
+    """Sorted ICT vertex indices of the union of `regions` (names of ICT_VERTEX_RANGES)."""
+    keep = np.zeros(ICT_VERTICES, dtype=bool)
+    for name in regions:
+        keep[slice(*ICT_VERTEX_RANGES[name])] = True
+    return np.flatnonzero(keep)
+
+
+def restrict_triangles(triangles: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Triangles whose corners are all `kept`: (mask over `triangles`, corners re-indexed into
+    `kept`)."""
+    new_index = np.full(ICT_VERTICES, -1, dtype=np.int64)
+    new_index[kept] = np.arange(len(kept))
+    mapped = new_index[triangles]
+    inside = (mapped >= 0).all(axis=1)
+    return inside, mapped[inside]
+
+
+def triangle_uv_indices(quads_uv: np.ndarray, quad_is_triangle: np.ndarray) -> np.ndarray:
+    """Texture-coordinate index of each triangle corner, in the order the npz's `triangles`
+    were split from its polygons: (0, 1, 2) for every polygon, then (0, 2, 3) for quads."""
+    first = quads_uv[:, [0, 1, 2]]
+    second = quads_uv[:, [0, 2, 3]]
+    both = np.stack([first, second], axis=1)  # (P, 2, 3)
+    keep = np.stack([np.ones_like(quad_is_triangle), ~quad_is_triangle], axis=1)
+    return both[keep]
+
+
+@dataclass
+class FaceModel:
+    """The outer head of the ICT model; every tensor on one device, float32 or long."""
+
+    neutral: torch.Tensor  # (V, 3) cm
+    identity_basis: torch.Tensor  # (I, V, 3) offsets, weights ~ N(0, 1)
+    expression_basis: torch.Tensor  # (E, V, 3) offsets, weights in [0, 1]
+    expression_names: list[str]
+    triangles: torch.Tensor  # (F, 3) long, counter-clockwise seen from outside (y up)
+    triangle_uvs: torch.Tensor  # (F, 3) long, indices into `uv`
+    uv: torch.Tensor  # (U, 2) texture coordinates; u in [0, 2): face tile, head tile
+    landmarks68: torch.Tensor  # (68,) long: Multi-PIE 68-point landmark vertices
+    face_vertices: torch.Tensor  # (Vf,) long: the face region, where fits look
+    mirror: torch.Tensor  # (V,) long: the vertex nearest each vertex's reflection in x = 0
+
+    @property
+    def num_vertices(self) -> int:
+        return self.neutral.shape[0]
+
+    def shapes(self, identity: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
+        """(B, I) identity and (B, E) expression weights -> (B, V, 3) vertices in cm."""
+        offsets = torch.einsum("bi,ivc->bvc", identity, self.identity_basis)
+        offsets = offsets + torch.einsum("be,evc->bvc", expression, self.expression_basis)
+        return self.neutral + offsets
+
+    @cached_property
+    def neutral_normals(self) -> torch.Tensor:
+        """(V, 3) unit outward normals of the neutral head."""
+        return vertex_normals(self.neutral[None], self.triangles)[0]
+
+    @cached_property
+    def adjacency(self) -> torch.Tensor:
+        """(V, V) sparse CSR 0/1 vertex adjacency from the triangles' edges."""
+        t = self.triangles.cpu().numpy()
+        edges = np.concatenate([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
+        edges = np.unique(np.concatenate([edges, edges[:, ::-1]]), axis=0)
+        n = self.num_vertices
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(np.searchsorted(edges[:, 0], np.arange(n + 1))),
+            torch.from_numpy(edges[:, 1].copy()),
+            torch.ones(len(edges)),
+            (n, n),
+            device=self.neutral.device,
+        )
+
+    def to(self, device: torch.device | str) -> FaceModel:
+        moved = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            moved[f.name] = value.to(device) if isinstance(value, torch.Tensor) else value
+        return FaceModel(**moved)
+
+
+def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
+    """Area-weighted unit normals (B, V, 3) of y-up meshes wound counter-clockwise."""
+    corners = vertices[:, triangles]  # (B, F, 3, 3)
+    face_normals = torch.linalg.cross(
+        corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0], dim=-1
+    )
+    normals = torch.zeros_like(vertices)
+    for k in range(3):
+        normals.index_add_(1, triangles[:, k], face_normals)
+    return torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
+
+
+def face_model_from_arrays(
+    data: Mapping[str, np.ndarray],
+    regions: Sequence[str] = HEAD_REGIONS,
+    identity_modes: int = IDENTITY_MODES,
+) -> FaceModel:
+    """A FaceModel from the npz's arrays, keeping the vertices of `regions`."""
+    if data["neutral"].shape != (ICT_VERTICES, 3):
+        raise ValueError(f"not the ICT topology: neutral has shape {data['neutral'].shape}")
+    kept = region_vertices(regions)
+    inside, triangles = restrict_triangles(data["triangles"].astype(np.int64), kept)
+    triangle_uvs = triangle_uv_indices(data["quads_uv"], data["quad_is_triangle"])[inside]
+    new_index = np.full(ICT_VERTICES, -1, dtype=np.int64)
+    new_index[kept] = np.arange(len(kept))
+    landmarks = new_index[data["landmarks68"].astype(np.int64)]
+    if (landmarks < 0).any():
+        raise ValueError("the 68 landmarks must lie in the kept regions")
+    face = new_index[region_vertices(["face"])]
+    neutral = data["neutral"][kept].astype(np.float32)
+    # reflecting x finds each vertex's partner on the other side of the (symmetric) topology
+    _, mirror = cKDTree(neutral).query(neutral * np.array([-1.0, 1.0, 1.0], np.float32))
+
+    def basis(name: str, count: int | None = None) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(data[name][:count, kept], np.float32))
+
+    return FaceModel(
+        neutral=torch.from_numpy(neutral),
+        identity_basis=basis("identity_basis", identity_modes),
+        expression_basis=basis("expression_basis"),
+        expression_names=[str(n) for n in data["expression_names"]],
+        triangles=torch.from_numpy(triangles),
+        triangle_uvs=torch.from_numpy(triangle_uvs.astype(np.int64)),
+        uv=torch.from_numpy(data["uv"].astype(np.float32)),
+        landmarks68=torch.from_numpy(landmarks),
+        face_vertices=torch.from_numpy(face[face >= 0]),
+        mirror=torch.from_numpy(mirror.astype(np.int64)),
+    )
+
+
+def load_face_model(
+    path: str | Path | None = None, identity_modes: int = IDENTITY_MODES
+) -> FaceModel | None:
+    """The face model from `path` (default: `default_face_model_path()`); None if absent."""
+    path = Path(path).expanduser() if path is not None else default_face_model_path()
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        return face_model_from_arrays(data, identity_modes=identity_modes)

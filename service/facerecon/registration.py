@@ -1,0 +1,395 @@
+"""Fixed-topology output: the ICT face model registered to a reconstructed head surface.
+
+`register(mesh, face_model, pose_init)` fits, to the mesh from the volume (image pixels, y
+down), the model's similarity pose, identity and expression weights, then small smooth
+per-vertex offsets. The fit runs in a y-up copy of the image frame (DEVELOPERS.md), so the
+fitted rotation is the head pose directly.
+
+Data term: point-to-plane distances from model vertices to their nearest mesh vertices (a
+cKDTree, re-queried every iteration), robust (Geman-McClure weights, shrinking scale) and
+restricted to model vertices facing the camera whose normals agree with the surface's: the
+volume's visible front is what the network sees; its back is a guess. Each iteration is one
+Gauss-Newton step of the similarity (7 unknowns) and one exact solve of the weights with L2
+priors (the model is linear in them); expression weights are clipped to their range [0, 1].
+The refinement then moves every vertex along the surface normals, smoothed over the mesh
+graph (a few Jacobi sweeps of `(W + alpha L) d = W delta`) and clamped in length.
+
+All tensors carry a leading batch axis; only the nearest-neighbour queries loop over meshes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from facerecon.crop import FRAMING
+from facerecon.face_model import FaceModel, vertex_normals
+from facerecon.mesh import FLIP_Y, Mesh
+from facerecon.pose import Pose, pose_from_rotation, rotation_matrix
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    # start: each candidate rotation gets a few pose-only steps on a few points
+    candidate_yaws: tuple[float, ...] = (-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0)
+    candidate_vertices: int = 250
+    candidate_iterations: int = 4
+    # fit: pose only first, then pose and shape
+    iterations: int = 8
+    rigid_iterations: int = 2
+    fit_vertices: int = 1200  # face-region vertices in the data term
+    identity_prior: float = 2e-3  # L2 weight of identity weights (~N(0, 1)), in cm^2
+    expression_prior: float = 5e-3  # L2 weight of expression weights ([0, 1])
+    robust_scale_cm: tuple[float, float] = (2.0, 0.25)  # Geman-McClure scale: first, last
+    facing_min: float = -0.1  # camera-facing component of a vertex normal to be fitted
+    normal_agreement: float = 0.3  # least cosine between model and surface normals
+    # refinement
+    refine: bool = True
+    refine_max_cm: float = 0.6  # longest per-vertex offset
+    refine_smoothness: float = 4.0  # alpha: Laplacian weight relative to the data
+    refine_sweeps: int = 30
+
+
+@dataclass
+class Registration:
+    """The model fitted to one face, in the Mesh frame (image pixels, y down, +z to camera)."""
+
+    vertices: np.ndarray  # (V, 3) float32, ICT outer-head topology
+    triangles: np.ndarray  # (F, 3) int32, counter-clockwise seen from outside (y up)
+    landmarks68_3d: np.ndarray  # (68, 3) float32
+    landmarks68_2d: np.ndarray  # (68, 2) float32, image pixels
+    pose: Pose  # from the fitted rotation (DEVELOPERS.md convention)
+    scale: float  # image pixels per centimetre
+    uv: np.ndarray  # (U, 2) float32 texture coordinates in the atlas (facerecon.texture)
+    triangle_uvs: np.ndarray  # (F, 3) int32, indices into `uv` per triangle corner
+    identity: np.ndarray  # (I,) float32
+    expression: np.ndarray  # (E,) float32 in [0, 1]
+    expression_names: list[str] = field(default_factory=list)
+    fit_error: float = float("nan")  # RMS point-to-plane distance of fitted vertices, pixels
+    inlier_fraction: float = float("nan")  # of the fitted vertices, matched to the surface
+
+    def to_mesh(self) -> Mesh:
+        return Mesh(self.vertices, self.triangles).with_normals()
+
+
+def register(
+    mesh: Mesh,
+    face_model: FaceModel,
+    pose_init: Pose | None = None,
+    settings: FitSettings | None = None,
+) -> Registration:
+    """Fit the face model to a reconstructed head (see the module docstring)."""
+    return register_batch([mesh], face_model, [pose_init], settings)[0]
+
+
+@torch.no_grad()
+def register_batch(
+    meshes: Sequence[Mesh],
+    face_model: FaceModel,
+    poses_init: Sequence[Pose | None] | None = None,
+    settings: FitSettings | None = None,
+    face_sizes: Sequence[float | None] | None = None,
+) -> list[Registration]:
+    """`register` for several meshes at once (one batched fit)."""
+    settings = settings or FitSettings()
+    count = len(meshes)
+    poses_init = poses_init or [None] * count
+    face_sizes = face_sizes or [None] * count
+    for mesh in meshes:
+        if mesh.num_faces == 0:
+            raise ValueError("cannot register an empty mesh")
+    model = face_model if face_model.neutral.device.type == "cpu" else face_model.to("cpu")
+    targets = [_Target(mesh) for mesh in meshes]
+    rotation, scale, translation = _best_start(targets, model, poses_init, face_sizes, settings)
+    fit = _Fit(model, targets, settings, settings.fit_vertices, rotation, scale, translation)
+    for iteration in range(settings.iterations):
+        fit.step(iteration, settings.iterations, shape=iteration >= settings.rigid_iterations)
+    vertices = fit.posed(fit.shape_all())
+    error, inliers = fit.residual_stats()
+    if settings.refine:
+        vertices = _refine(vertices, model, targets, settings, fit.scale)
+    return [fit.result(b, vertices[b], error[b], inliers[b]) for b in range(count)]
+
+
+class _Target:
+    """A mesh in the y-up frame, centred on its vertex mean, with a nearest-vertex index."""
+
+    def __init__(self, mesh: Mesh):
+        vertices = mesh.vertices.astype(np.float64) * FLIP_Y
+        normals = mesh.normals if mesh.normals is not None else mesh.with_normals().normals
+        self.mesh = mesh
+        self.centre = vertices.mean(axis=0)
+        self.points = (vertices - self.centre).astype(np.float32)
+        self.normals = (normals * FLIP_Y).astype(np.float32)
+        self.tree = cKDTree(self.points)
+
+    def nearest(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest mesh vertices of (N, 3) points, and their normals."""
+        _, index = self.tree.query(query.numpy(), workers=1)
+        return torch.from_numpy(self.points[index]), torch.from_numpy(self.normals[index])
+
+
+def _nearest(targets: Sequence[_Target], query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = [t.nearest(q) for t, q in zip(targets, query, strict=True)]
+    return torch.stack([p for p, _ in pairs]), torch.stack([n for _, n in pairs])
+
+
+def _best_start(
+    targets: Sequence[_Target],
+    model: FaceModel,
+    poses: Sequence[Pose | None],
+    face_sizes: Sequence[float | None],
+    settings: FitSettings,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The best of several starting rotations (the pose estimate and a fan of yaws) after a
+    few cheap pose-only steps each: a pose estimate can be far off, and ICP only finds the
+    nearest minimum."""
+    candidates, owners = [], []
+    for b, (target, pose) in enumerate(zip(targets, poses, strict=True)):
+        rotations = [rotation_matrix(yaw, 0.0) for yaw in settings.candidate_yaws]
+        if pose is not None:
+            rotations.insert(0, pose.matrix())
+        for r in rotations:
+            candidates.append(_initial_similarity(target, model, r, face_sizes[b]))
+            owners.append(b)
+    rotation, scale, translation = (
+        torch.tensor(np.array(values), dtype=torch.float32)
+        for values in zip(*candidates, strict=True)
+    )
+    trial = _Fit(
+        model,
+        [targets[b] for b in owners],
+        settings,
+        settings.candidate_vertices,
+        rotation,
+        scale,
+        translation,
+    )
+    for iteration in range(settings.candidate_iterations):
+        trial.step(iteration, settings.candidate_iterations, shape=False, final_scale_cm=1.0)
+    cost = trial.robust_cost()
+    owners_t = torch.tensor(owners)
+    best = [
+        int(torch.nonzero(owners_t == b)[cost[owners_t == b].argmin()]) for b in range(len(targets))
+    ]
+    return trial.rotation[best], trial.scale[best], trial.translation[best]
+
+
+def _initial_similarity(
+    target: _Target, model: FaceModel, rotation: np.ndarray, face_size: float | None
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """Scale from the face size (the 68-landmark box's larger side in pixels; by default the
+    mesh's extent over the crop framing's ratio: the volume spans the crop), translation
+    putting the model's nose tip on the surface's most forward point near the midline."""
+    neutral = model.neutral.numpy().astype(np.float64)
+    landmarks = neutral[model.landmarks68.numpy()] @ rotation.T
+    if face_size is None:
+        face_size = np.ptp(target.points[:, :2], axis=0).max() / FRAMING.side_over_face
+    scale = face_size / np.ptp(landmarks[:, :2], axis=0).max()
+    left, forward = target.points @ rotation[:, 0], target.points @ rotation[:, 2]
+    midline = np.abs(left - (left.max() + left.min()) / 2.0) < 0.15 * np.ptp(left)
+    tip = target.points[midline][np.argmax(forward[midline])]
+    return rotation, scale, tip - scale * landmarks[30]
+
+
+class _Fit:
+    """Similarity + linear-model fit on a fixed subset of face vertices, batched."""
+
+    def __init__(
+        self,
+        model: FaceModel,
+        targets: Sequence[_Target],
+        settings: FitSettings,
+        vertices: int,
+        rotation: torch.Tensor,
+        scale: torch.Tensor,
+        translation: torch.Tensor,
+    ):
+        self.model, self.targets, self.settings = model, targets, settings
+        self.rotation, self.scale, self.translation = rotation, scale, translation
+        face = model.face_vertices
+        order = torch.randperm(len(face), generator=torch.Generator().manual_seed(0))
+        self.subset = face[order[:vertices]].sort().values  # the same every call
+        basis = torch.cat([model.identity_basis, model.expression_basis])  # (K, V, 3)
+        self.basis = basis[:, self.subset]  # (K, n, 3)
+        self.mean = model.neutral[self.subset]
+        # the neutral's normals: enough to tell which way a vertex faces
+        self.normals = model.neutral_normals[self.subset]
+        identities = model.identity_basis.shape[0]
+        self.prior = torch.cat([
+            torch.full((identities,), settings.identity_prior),
+            torch.full((model.expression_basis.shape[0],), settings.expression_prior),
+        ]).double()  # fmt: skip
+        self.low = torch.cat(
+            [torch.full((identities,), -5.0), torch.zeros(basis.shape[0] - identities)]
+        )
+        self.high = torch.cat(
+            [torch.full((identities,), 5.0), torch.ones(basis.shape[0] - identities)]
+        )
+        self.coefficients = torch.zeros(len(targets), basis.shape[0])
+        self.sigma_cm = settings.robust_scale_cm[-1]
+
+    def posed(self, shape: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) model-frame cm -> y-up frame pixels about each target's centre."""
+        return (
+            self.scale[:, None, None] * shape @ self.rotation.transpose(1, 2)
+            + self.translation[:, None]
+        )
+
+    def shape_subset(self) -> torch.Tensor:
+        return self.mean + torch.einsum("bk,knd->bnd", self.coefficients, self.basis)
+
+    def shape_all(self) -> torch.Tensor:
+        m = self.model
+        identities = m.identity_basis.shape[0]
+        return m.shapes(self.coefficients[:, :identities], self.coefficients[:, identities:])
+
+    def weights(
+        self, posed: torch.Tensor, normals: torch.Tensor, residual_cm: torch.Tensor
+    ) -> torch.Tensor:
+        """Robust weights: camera-facing model vertices whose normal agrees with the surface."""
+        facing = self.normals @ self.rotation.transpose(1, 2)  # (B, n, 3) y-up camera frame
+        s = self.settings
+        keep = (facing[..., 2] > s.facing_min) & ((facing * normals).sum(-1) > s.normal_agreement)
+        geman_mcclure = (self.sigma_cm**2 / (self.sigma_cm**2 + residual_cm**2)) ** 2
+        return keep * geman_mcclure
+
+    def step(
+        self, iteration: int, iterations: int, shape: bool, final_scale_cm: float | None = None
+    ) -> None:
+        """New matches, then one joint Gauss-Newton step of the pose (rotation, log scale,
+        translation) and, if `shape`, the model weights, with their L2 priors. Residuals are
+        in cm; the robust scale shrinks geometrically over the iterations."""
+        first, last = self.settings.robust_scale_cm
+        last = final_scale_cm or last
+        self.sigma_cm = first * (last / first) ** (iteration / max(1, iterations - 1))
+        posed = self.posed(self.shape_subset())
+        points, normals = _nearest(self.targets, posed)
+        scale = self.scale[:, None, None]
+        residual = ((posed - points) * normals).sum(-1) / scale[..., 0]
+        q = posed - self.translation[:, None]  # scale * R @ shape
+        jacobian = (
+            torch.cat(
+                [torch.linalg.cross(q, normals), (q * normals).sum(-1, keepdim=True), normals], -1
+            )
+            / scale
+        )
+        damping = torch.full((7,), 1e-6, dtype=torch.float64)
+        prior, current = damping, torch.zeros(len(self.targets), 7, dtype=torch.float64)
+        if shape:  # R^T n: the surface normals in the model frame
+            model_jacobian = torch.einsum("bnd,knd->bnk", normals @ self.rotation, self.basis)
+            jacobian = torch.cat([jacobian, model_jacobian], -1)
+            prior = torch.cat([damping, self.prior])
+            current = torch.cat([current, self.coefficients.double()], -1)
+        w = self.weights(posed, normals, residual).double()
+        w = w / w.sum(-1, keepdim=True).clamp_min(1e-9)
+        jacobian, residual = jacobian.double(), residual.double()
+        hessian = torch.einsum("bni,bn,bnj->bij", jacobian, w, jacobian) + torch.diag(prior)
+        gradient = torch.einsum("bni,bn,bn->bi", jacobian, w, residual) + prior * current
+        delta = torch.linalg.solve(hessian, -gradient[..., None])[..., 0].float()
+        self.rotation = _rodrigues(delta[:, :3]) @ self.rotation
+        self.scale = self.scale * torch.exp(delta[:, 3])
+        self.translation = self.translation + delta[:, 4:7]
+        if shape:
+            updated = self.coefficients + delta[:, 7:]
+            self.coefficients = torch.maximum(torch.minimum(updated, self.high), self.low)
+
+    def robust_cost(self) -> torch.Tensor:
+        """(B,) mean Geman-McClure cost over camera-facing fitted vertices; a match whose
+        normal disagrees costs 1."""
+        posed = self.posed(self.shape_subset())
+        points, normals = _nearest(self.targets, posed)
+        residual_cm = ((posed - points) * normals).sum(-1) / self.scale[:, None]
+        facing = self.normals @ self.rotation.transpose(1, 2)
+        seen = facing[..., 2] > self.settings.facing_min
+        agree = (facing * normals).sum(-1) > self.settings.normal_agreement
+        cost = torch.where(agree, residual_cm**2 / (self.sigma_cm**2 + residual_cm**2), 1.0)
+        return (cost * seen).sum(-1) / seen.sum(-1).clamp_min(1)
+
+    def residual_stats(self) -> tuple[list[float], list[float]]:
+        """RMS point-to-plane distance (pixels) of inlier fitted vertices, and their share."""
+        posed = self.posed(self.shape_subset())
+        points, normals = _nearest(self.targets, posed)
+        residual = ((posed - points) * normals).sum(-1)
+        w = self.weights(posed, normals, residual / self.scale[:, None])
+        inlier = w > 0.25  # within the robust scale
+        rms = ((residual**2 * inlier).sum(-1) / inlier.sum(-1).clamp_min(1)).sqrt()
+        return rms.tolist(), inlier.float().mean(-1).tolist()
+
+    def result(self, b: int, vertices: torch.Tensor, error: float, inliers: float) -> Registration:
+        model = self.model
+        image = (vertices.double().numpy() + self.targets[b].centre) * FLIP_Y
+        image = image.astype(np.float32)
+        landmarks = image[model.landmarks68.numpy()]
+        identities = model.identity_basis.shape[0]
+        coefficients = self.coefficients[b].numpy()
+        return Registration(
+            vertices=image,
+            triangles=model.triangles.numpy().astype(np.int32),
+            landmarks68_3d=landmarks,
+            landmarks68_2d=landmarks[:, :2].copy(),
+            pose=pose_from_rotation(self.rotation[b].double().numpy()),
+            scale=float(self.scale[b]),
+            uv=(model.uv.numpy() * np.array([0.5, 1.0], np.float32)).astype(np.float32),
+            triangle_uvs=model.triangle_uvs.numpy().astype(np.int32),
+            identity=coefficients[:identities].copy(),
+            expression=coefficients[identities:].copy(),
+            expression_names=list(model.expression_names),
+            fit_error=float(error),
+            inlier_fraction=float(inliers),
+        )
+
+
+def _rodrigues(omega: torch.Tensor) -> torch.Tensor:
+    """(B, 3) rotation vectors -> (B, 3, 3) rotation matrices."""
+    return torch.linalg.matrix_exp(_skew(omega))
+
+
+def _skew(v: torch.Tensor) -> torch.Tensor:
+    zero = torch.zeros_like(v[:, 0])
+    x, y, z = v.unbind(-1)
+    return torch.stack(
+        [
+            torch.stack([zero, -z, y], -1),
+            torch.stack([z, zero, -x], -1),
+            torch.stack([-y, x, zero], -1),
+        ],
+        -2,
+    )
+
+
+def _refine(
+    vertices: torch.Tensor,
+    model: FaceModel,
+    targets: Sequence[_Target],
+    settings: FitSettings,
+    scale: torch.Tensor,
+) -> torch.Tensor:
+    """Small smooth offsets along the surface normals (see the module docstring)."""
+    batch, count, _ = vertices.shape
+    points, normals = _nearest(targets, vertices)
+    residual = ((vertices - points) * normals).sum(-1)  # pixels
+    model_normals = vertex_normals(vertices, model.triangles)
+    limit = settings.refine_max_cm * scale[:, None]
+    w = (
+        (model_normals[..., 2] > settings.facing_min)
+        & ((model_normals * normals).sum(-1) > settings.normal_agreement)
+        & (residual.abs() < limit)
+    ).float()
+    wanted = -residual[..., None] * normals  # (B, V, 3) onto the tangent plane of the match
+    adjacency = model.adjacency
+    degree = adjacency.crow_indices().diff().float()
+    alpha = settings.refine_smoothness
+    denominator = (w + alpha * degree).clamp_min(1e-9)[..., None]
+    offset = torch.zeros_like(vertices)
+    for _ in range(settings.refine_sweeps):
+        flat = offset.permute(1, 0, 2).reshape(count, batch * 3)
+        neighbours = (adjacency @ flat).reshape(count, batch, 3).permute(1, 0, 2)
+        offset = (w[..., None] * wanted + alpha * neighbours) / denominator
+    length = offset.norm(dim=-1, keepdim=True)
+    offset = offset * (limit[..., None] / length.clamp_min(1e-9)).clamp(max=1.0)
+    return vertices + offset

@@ -1,0 +1,215 @@
+"""A UV texture for a registered face, sampled from the photo; textured OBJ and GLB files.
+
+The ICT model's texture coordinates use two UDIM tiles (the face in u in [0, 1), the head and
+neck in [1, 2)); the atlas puts them side by side, so it is `size` high and `2 * size` wide
+and `Registration.uv` holds u / 2.
+
+`bake_texture` fills every texel of the atlas that the mesh uses:
+1. where the surface point is visible in the photo (faces the camera and is not behind
+   another part of the face: a z-buffer of the registered mesh), the photo's colour there;
+2. where it is hidden but its mirror image across the face's symmetry plane is visible (the
+   ICT topology is symmetric: `FaceModel.mirror`), the colour of the mirror point;
+3. the rest (the back of the head, both sides hidden) by diffusion (`cv2.inpaint`) from the
+   filled texels, on a coarser grid: those regions carry no detail anyway.
+"""
+
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import torch
+import trimesh
+from PIL import Image
+
+from facerecon.face_model import FaceModel
+from facerecon.mesh import FLIP_Y
+from facerecon.registration import Registration
+from facerecon.render import _rasterize
+
+TEXTURE_SIZE = 512
+FACING_MIN = 0.15  # cosine between a surface normal and the view direction to take colour
+DEPTH_TOLERANCE = 1.5  # z-buffer slack, in z-buffer pixels
+ZBUFFER_SIZE = 256  # z-buffer resolution across the face's longer side
+INPAINT_SIZE = 128  # grid on which unseen regions are diffused
+
+
+def bake_texture(
+    registration: Registration,
+    image: np.ndarray,
+    face_model: FaceModel,
+    size: int = TEXTURE_SIZE,
+) -> np.ndarray:
+    """(size, 2 * size, 3) uint8 RGB atlas for `registration`'s mesh, from the photo."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    texels, triangle, weights = _uv_raster(face_model, size)
+    corners = registration.triangles[triangle]  # (T, 3) vertex indices per covered texel
+    normals = registration.to_mesh().normals
+    visible = _visibility(registration)
+
+    texture = np.zeros((size * 2 * size, 3), np.float32)
+    filled = np.zeros(size * 2 * size, bool)
+    mirror = face_model.mirror.cpu().numpy()
+    for vertex_of in (np.arange(len(mirror)), mirror):  # the texel's own point, then its mirror
+        todo = ~filled[texels]
+        idx = corners[todo]
+        w = weights[todo, :, None]
+        points = (registration.vertices[vertex_of[idx]] * w).sum(1)
+        normal = (normals[vertex_of[idx]] * w).sum(1)
+        seen = (normal[:, 2] > FACING_MIN * np.linalg.norm(normal, axis=1)) & visible(points)
+        target = texels[todo][seen]
+        texture[target] = _bilinear(image, points[seen, :2])
+        filled[target] = True
+
+    texture = texture.reshape(size, 2 * size, 3)
+    used = np.zeros(size * 2 * size, bool)
+    used[texels] = True
+    return _diffuse(texture, filled.reshape(size, 2 * size), used.reshape(size, 2 * size))
+
+
+@lru_cache(maxsize=4)
+def _uv_raster_cached(
+    size: int, uv: bytes, faces: bytes
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    uv_array = np.frombuffer(uv, np.float32).reshape(-1, 2)
+    uv_faces = np.frombuffer(faces, np.int64).reshape(-1, 3)
+    # texel centres are at integers: u in [0, 2) spans 2 * size columns, v = 1 is row 0
+    pixels = np.stack([uv_array[:, 0] * size - 0.5, (1.0 - uv_array[:, 1]) * size - 0.5], 1)
+    a, b, c = (pixels[uv_faces[:, k]] for k in range(3))
+    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    order = np.where((area > 0)[:, None], [0, 2, 1], [0, 1, 2])  # one winding for the raster
+    uv_faces = np.take_along_axis(uv_faces, order, 1)
+    points = torch.from_numpy(np.hstack([pixels, np.zeros((len(pixels), 1))]).astype(np.float32))
+    front = torch.ones(1, len(uv_faces), dtype=torch.bool)
+    side = 2 * size  # the rasteriser draws squares; the atlas is the top half
+    texel, face, weights = _rasterize(points[None], torch.from_numpy(uv_faces), front, side)
+    row, column = texel // side, texel % side
+    keep = row < size
+    texel = (row * 2 * size + column)[keep].numpy()
+    face = face[keep].numpy()
+    weights = np.take_along_axis(weights[keep].numpy(), np.argsort(order[face], 1), 1)
+    return texel, face, weights.astype(np.float32)
+
+
+def _uv_raster(model: FaceModel, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every atlas texel the mesh covers: its flat index, triangle and barycentric
+    weights over the triangle's corners in `triangles` order. Computed once per model."""
+    uv = model.uv.cpu().numpy().astype(np.float32)
+    faces = model.triangle_uvs.cpu().numpy().astype(np.int64)
+    return _uv_raster_cached(size, uv.tobytes(), faces.tobytes())
+
+
+def _visibility(registration: Registration):
+    """A test of which (N, 3) image-frame surface points the camera sees (a z-buffer)."""
+    vertices = registration.vertices.astype(np.float64)
+    # the rasteriser keeps depths within +-size of 0: measure them from the mean
+    lo = np.append(vertices[:, :2].min(0), vertices[:, 2].mean())
+    factor = (ZBUFFER_SIZE - 1) / max(np.ptp(vertices[:, :2], 0).max(), 1e-6)
+    points = (vertices - lo) * factor
+    faces = registration.triangles.astype(np.int64)
+    up = vertices * FLIP_Y
+    normal_z = np.cross(up[faces[:, 1]] - up[faces[:, 0]], up[faces[:, 2]] - up[faces[:, 0]])[:, 2]
+    size = ZBUFFER_SIZE
+    pixel, face, weights = _rasterize(
+        torch.from_numpy(points.astype(np.float32))[None],
+        torch.from_numpy(faces),
+        torch.from_numpy(normal_z > 0)[None],
+        size,
+    )
+    depth = np.full(size * size, -np.inf, np.float32)
+    corner_z = points[:, 2][faces[face.numpy()]]
+    depth[pixel.numpy()] = (corner_z * weights.numpy()).sum(1)
+    depth = depth.reshape(size, size)
+
+    def visible(query: np.ndarray) -> np.ndarray:
+        q = (query - lo) * factor
+        column = np.clip(np.rint(q[:, 0]).astype(np.intp), 0, size - 1)
+        row = np.clip(np.rint(q[:, 1]).astype(np.intp), 0, size - 1)
+        return q[:, 2] >= depth[row, column] - DEPTH_TOLERANCE
+
+    return visible
+
+
+def _bilinear(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Colours (N, 3) float32 of the image at (N, 2) pixel positions, edges clamped."""
+    height, width = image.shape[:2]
+    x = np.clip(xy[:, 0], 0, width - 1)
+    y = np.clip(xy[:, 1], 0, height - 1)
+    x0 = np.minimum(np.floor(x).astype(np.intp), max(width - 2, 0))
+    y0 = np.minimum(np.floor(y).astype(np.intp), max(height - 2, 0))
+    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
+def _diffuse(texture: np.ndarray, filled: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """Fill used-but-unfilled texels by inpainting on a coarse grid; texels no triangle uses
+    take the nearest colour too, so that texture filtering at chart edges bleeds nothing."""
+    height, width = filled.shape
+    small = (INPAINT_SIZE * width // height, INPAINT_SIZE)
+    colours = cv2.resize(texture * filled[..., None], small, interpolation=cv2.INTER_AREA)
+    coverage = cv2.resize(filled.astype(np.float32), small, interpolation=cv2.INTER_AREA)
+    known = coverage > 0.05
+    average = np.where(known[..., None], colours / np.maximum(coverage, 1e-6)[..., None], 0)
+    if known.any():
+        holes = (~known).astype(np.uint8)
+        average = cv2.inpaint(np.clip(average, 0, 255).astype(np.uint8), holes, 3, cv2.INPAINT_TELEA)
+    else:
+        average = np.full((*small[::-1], 3), 128, np.uint8)
+    coarse = cv2.resize(average, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    out = np.where(filled[..., None], texture, coarse)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _upright_vertices(registration: Registration) -> np.ndarray:
+    return (registration.vertices * FLIP_Y).astype(np.float32)
+
+
+def to_textured_obj(
+    registration: Registration, texture: np.ndarray, name: str = "face"
+) -> dict[str, bytes]:
+    """`{name}.obj`, `{name}.mtl` and `{name}.png` as bytes (y up, like facerecon.export)."""
+    vertices = _upright_vertices(registration)
+    uv = registration.uv
+    faces = np.stack([registration.triangles, registration.triangle_uvs], -1) + 1  # (F, 3, 2)
+    lines = [
+        "# facerecon registered face (ICT topology): image pixels, y up, +z to the viewer\n",
+        f"mtllib {name}.mtl\n",
+        "v %.4f %.4f %.4f\n" * len(vertices) % tuple(vertices.ravel()),
+        "vt %.6f %.6f\n" * len(uv) % tuple(uv.ravel()),
+        f"usemtl {name}\n",
+        "f %d/%d %d/%d %d/%d\n" * len(faces) % tuple(faces.reshape(-1)),
+    ]
+    material = f"newmtl {name}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\nmap_Kd {name}.png\n"
+    return {
+        f"{name}.obj": "".join(lines).encode("ascii"),
+        f"{name}.mtl": material.encode("ascii"),
+        f"{name}.png": _png(texture),
+    }
+
+
+def to_textured_glb(registration: Registration, texture: np.ndarray) -> bytes:
+    """glTF 2.0 binary with POSITION, NORMAL, TEXCOORD_0 and a baseColorTexture."""
+    corners = np.stack([registration.triangles, registration.triangle_uvs], -1).reshape(-1, 2)
+    pairs, faces = np.unique(corners, axis=0, return_inverse=True)  # a vertex per (v, vt) pair
+    mesh = trimesh.Trimesh(
+        vertices=_upright_vertices(registration)[pairs[:, 0]],
+        faces=faces.reshape(-1, 3),
+        process=False,
+    )
+    material = trimesh.visual.material.PBRMaterial(
+        baseColorTexture=Image.fromarray(texture, "RGB"), metallicFactor=0.0, roughnessFactor=0.9
+    )
+    mesh.visual = trimesh.visual.TextureVisuals(uv=registration.uv[pairs[:, 1]], material=material)
+    return trimesh.exchange.gltf.export_glb(trimesh.Scene(mesh), include_normals=True)
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image, "RGB").save(buffer, "PNG")
+    return buffer.getvalue()
