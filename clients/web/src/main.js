@@ -171,6 +171,8 @@ function snap() {
 
 function wire() {
   const drop = $("drop");
+  // A photo dropped beside the drop zone must not make the browser navigate to it.
+  for (const type of ["dragover", "drop"]) window.addEventListener(type, (e) => e.preventDefault());
   $("file").addEventListener("change", (event) => {
     const [file] = event.target.files;
     if (file) reconstruct(file);
