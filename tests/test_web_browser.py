@@ -1,6 +1,7 @@
 """End to end in headless Chromium: the page, the real gateway, a real gRPC server with a
-tiny model. Upload a photo, wait for the 3D viewer, check the WebGL canvas drew the mesh,
-download the GLB, and see the error messages for files that are not photos.
+tiny model. Pick, drop or snap (fake webcam) a photo, wait for the 3D viewer, check that the
+WebGL canvas drew the mesh, download the GLB, and see the error messages for files that are
+not photos.
 
 Needs Debian's `chromium` and `chromium-driver` packages (no browser is downloaded); skips
 when they are absent.
@@ -165,6 +166,26 @@ def test_upload_shows_the_mesh_views_pose_and_downloads(
     mesh = trimesh.load(io.BytesIO(glb), file_type="glb", force="mesh")
     assert len(mesh.faces) > 100
     assert mesh.visual.kind == "vertex"  # coloured per vertex
+
+
+DROP_FILE = """
+const [data, name, type] = arguments;
+const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+const transfer = new DataTransfer();
+transfer.items.add(new File([bytes], name, { type }));
+const zone = document.getElementById("drop");
+zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true }));
+zone.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true }));
+"""
+
+
+def test_dropped_photo_is_reconstructed(browser, gateway_url, astronaut_jpeg):
+    open_page(browser, gateway_url)
+    data = base64.b64encode(astronaut_jpeg).decode()
+    browser.execute_script(DROP_FILE, data, "astronaut.jpg", "image/jpeg")
+    state = wait_for_state(browser, {"ready", "error"})
+    assert state == "ready", browser.find_element("id", "error").text
+    assert_mesh_drawn(browser)
 
 
 def test_webcam_photo_is_reconstructed(browser, gateway_url):
