@@ -3,24 +3,41 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: setup run test bench lint demo
+.PHONY: setup tools run test bench lint demo
 
 setup:
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[dev]'
 
+# System tools that parts of the suite use, installed when missing: promtool (alert rules),
+# Chromium + chromedriver (web demo end to end), buf from npm (proto lint). A test whose
+# tool cannot be had skips and says why.
+APT_TOOLS := $(if $(shell command -v promtool),,prometheus) \
+	$(if $(shell command -v chromium),,chromium) $(if $(shell command -v chromedriver),,chromium-driver)
+tools:
+	@if [ -n "$(strip $(APT_TOOLS))" ]; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				--no-install-recommends $(APT_TOOLS) >/dev/null; \
+		else echo "not installed (needs root and apt-get): $(APT_TOOLS)"; fi; fi
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix proto --no-audit --no-fund --silent; \
+	else echo "npm not found: tests/test_proto.py will skip buf lint"; fi
+
+# The gRPC service on the shipped weights. DETECTOR=face detector .onnx lets it take whole
+# photos (default: YuNet from ../shared when present); without one each photo is a face crop.
+DETECTOR ?= $(wildcard ../shared/models/yunet/yunet_s_dynamic.onnx)
 run: setup
-	facerecon serve
+	facerecon serve $(if $(DETECTOR),--detector $(DETECTOR))
 
 # The web demo (clients/web/README.md): the gRPC service and the page at http://127.0.0.1:8000;
 # Ctrl-C stops both. WEIGHTS=checkpoint (default weights/facerecon.pt); DETECTOR=face detector
-# .onnx (default: YuNet from ../shared when present; without one photos must be face crops).
-DETECTOR ?= $(wildcard ../shared/models/yunet/yunet_s_dynamic.onnx)
+# .onnx (as for `make run`).
 demo: setup
 	$(PYTHON) -m facerecon_web.demo $(if $(WEIGHTS),--weights $(WEIGHTS)) \
 		$(if $(DETECTOR),--detector $(DETECTOR))
 
-test: setup
+test: setup tools
 	$(PYTHON) -m pytest
 
 bench: setup
