@@ -15,7 +15,10 @@ mouth interior, teeth and eyelashes are not seen by a volume's surface.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
@@ -95,9 +98,10 @@ class FaceModel:
 
     def shapes(self, identity: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
         """(B, I) identity and (B, E) expression weights -> (B, V, 3) vertices in cm."""
-        offsets = torch.einsum("bi,ivc->bvc", identity, self.identity_basis)
-        offsets = offsets + torch.einsum("be,evc->bvc", expression, self.expression_basis)
-        return self.neutral + offsets
+        offsets = identity @ self.identity_basis.flatten(
+            1
+        ) + expression @ self.expression_basis.flatten(1)
+        return self.neutral + offsets.view(-1, *self.neutral.shape)
 
     @cached_property
     def neutral_normals(self) -> torch.Tensor:
@@ -105,19 +109,11 @@ class FaceModel:
         return vertex_normals(self.neutral[None], self.triangles)[0]
 
     @cached_property
-    def adjacency(self) -> torch.Tensor:
-        """(V, V) sparse CSR 0/1 vertex adjacency from the triangles' edges."""
-        t = self.triangles.cpu().numpy()
-        edges = np.concatenate([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
-        edges = np.unique(np.concatenate([edges, edges[:, ::-1]]), axis=0)
-        n = self.num_vertices
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(np.searchsorted(edges[:, 0], np.arange(n + 1))),
-            torch.from_numpy(edges[:, 1].copy()),
-            torch.ones(len(edges)),
-            (n, n),
-            device=self.neutral.device,
-        )
+    def edges(self) -> torch.Tensor:
+        """(E, 2) long: every mesh edge, in both directions."""
+        t = self.triangles
+        edges = torch.cat([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
+        return torch.cat([edges, edges.flip(1)]).unique(dim=0)
 
     def to(self, device: torch.device | str) -> FaceModel:
         moved = {}
@@ -186,3 +182,91 @@ def load_face_model(
         return None
     with np.load(path) as data:
         return face_model_from_arrays(data, identity_modes=identity_modes)
+
+
+def import_face_model(source: str | Path, destination: str | Path | None = None) -> Path:
+    """Convert an ICT-FaceKit `FaceXModel` folder (OBJ files) into the npz `load_face_model`
+    reads, at `destination` (default: `default_face_model_path()`); returns its path.
+
+    Adapted from `convert_from_obj.py` beside the shared model (ICT Face Model Light, MIT
+    licence, USC Institute for Creative Technologies): `generic_neutral_mesh.obj` gives the
+    topology and texture coordinates, `identityNNN.obj` the identity modes and the
+    blendshapes named in `vertex_indices.json` the expressions, all stored as offsets from
+    the neutral. The folder's LICENSE, if present, is copied beside the npz.
+    """
+    source = Path(source)
+    destination = Path(destination) if destination else default_face_model_path()
+    neutral_path, indices_path = source / "generic_neutral_mesh.obj", source / "vertex_indices.json"
+    for required in (neutral_path, indices_path):
+        if not required.is_file():
+            raise FileNotFoundError(f"{required} is missing: is {source} a FaceXModel folder?")
+    neutral, uv, polygons, polygon_uvs = _read_obj(neutral_path, topology=True)
+    if neutral.shape != (ICT_VERTICES, 3):
+        raise ValueError(f"{neutral_path} has {len(neutral)} vertices, not the ICT {ICT_VERTICES}")
+    quads = np.array([f if len(f) == 4 else f + [f[2]] for f in polygons], np.int32)
+    quads_uv = np.array([f if len(f) == 4 else f + [f[2]] for f in polygon_uvs], np.int32)
+    is_triangle = np.array([len(f) == 3 for f in polygons])
+    # each polygon splits into (0, 1, 2), quads also into (0, 2, 3): see triangle_uv_indices
+    split = np.stack([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]], axis=1)
+    triangles = split[np.stack([np.ones_like(is_triangle), ~is_triangle], axis=1)]
+
+    config = json.loads(indices_path.read_text())
+    landmarks = np.array(config["idx_to_landmark_verts"], np.int32)
+    if landmarks.shape != (68,):
+        raise ValueError(f"{indices_path} must list 68 landmark vertices")
+    identities = sorted(p.stem for p in source.glob("identity[0-9][0-9][0-9].obj"))
+    expressions = [str(name) for name in config["expressions"]]
+    if not identities:
+        raise FileNotFoundError(f"no identityNNN.obj files in {source}")
+
+    def offsets(names: list[str]) -> np.ndarray:
+        out = np.empty((len(names), ICT_VERTICES, 3), np.float32)
+        for i, name in enumerate(names):
+            vertices = _read_obj(source / f"{name}.obj")[0]
+            if vertices.shape != neutral.shape:
+                raise ValueError(f"{name}.obj does not have the neutral's {ICT_VERTICES} vertices")
+            out[i] = vertices - neutral
+        return out
+
+    arrays = dict(
+        neutral=neutral.astype(np.float32),
+        quads=quads,
+        quads_uv=quads_uv,
+        quad_is_triangle=is_triangle,
+        triangles=triangles.astype(np.int32),
+        uv=uv.astype(np.float32),
+        landmarks68=landmarks,
+        identity_basis=offsets(identities),
+        identity_names=np.array(identities),
+        expression_basis=offsets(expressions),
+        expression_names=np.array(expressions),
+    )
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    # written beside the destination and renamed: a reader never sees half a file
+    with tempfile.NamedTemporaryFile(dir=destination.parent, suffix=".npz", delete=False) as f:
+        np.savez_compressed(f, **arrays)
+    Path(f.name).replace(destination)
+    if (source / "LICENSE").is_file():
+        shutil.copyfile(source / "LICENSE", destination.with_suffix(".LICENSE"))
+    return destination
+
+
+def _read_obj(
+    path: Path, topology: bool = False
+) -> tuple[np.ndarray, np.ndarray, list[list[int]], list[list[int]]]:
+    """Vertices of an OBJ file; with `topology` also its texture coordinates and its
+    polygons' 0-based vertex and texture-coordinate indices."""
+    vertices, uv, polygons, polygon_uvs = [], [], [], []
+    with open(path) as lines:
+        for line in lines:
+            if line.startswith("v "):
+                vertices.append(line.split()[1:4])
+            elif topology and line.startswith("vt "):
+                uv.append(line.split()[1:3])
+            elif topology and line.startswith("f "):
+                corners = [corner.split("/") for corner in line.split()[1:]]
+                if len(corners) not in (3, 4) or any(len(c) < 2 or not c[1] for c in corners):
+                    raise ValueError(f"{path}: faces must be triangles or quads with v/vt")
+                polygons.append([int(c[0]) - 1 for c in corners])
+                polygon_uvs.append([int(c[1]) - 1 for c in corners])
+    return np.array(vertices, np.float64), np.array(uv, np.float64), polygons, polygon_uvs

@@ -35,15 +35,16 @@ from facerecon.pose import Pose, pose_from_rotation, rotation_matrix
 @dataclass(frozen=True)
 class FitSettings:
     # start: each candidate rotation gets a few pose-only steps on a few points
-    candidate_yaws: tuple[float, ...] = (-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0)
-    candidate_vertices: int = 250
-    candidate_iterations: int = 4
+    candidate_yaws: tuple[float, ...] = (-80.0, -50.0, -20.0, 20.0, 50.0, 80.0)
+    candidate_vertices: int = 200
+    candidate_iterations: int = 3
+    finalists: int = 2  # best starts fitted in full; the lower final cost wins
     # fit: pose only first, then pose and shape
     iterations: int = 8
     rigid_iterations: int = 2
     fit_vertices: int = 1200  # face-region vertices in the data term
-    identity_prior: float = 2e-3  # L2 weight of identity weights (~N(0, 1)), in cm^2
-    expression_prior: float = 5e-3  # L2 weight of expression weights ([0, 1])
+    identity_prior: float = 1e-3  # L2 weight of identity weights (~N(0, 1)), in cm^2
+    expression_prior: float = 1e-2  # L2 weight of expression weights ([0, 1])
     robust_scale_cm: tuple[float, float] = (2.0, 0.25)  # Geman-McClure scale: first, last
     facing_min: float = -0.1  # camera-facing component of a vertex normal to be fitted
     normal_agreement: float = 0.3  # least cosine between model and surface normals
@@ -51,7 +52,7 @@ class FitSettings:
     refine: bool = True
     refine_max_cm: float = 0.6  # longest per-vertex offset
     refine_smoothness: float = 4.0  # alpha: Laplacian weight relative to the data
-    refine_sweeps: int = 30
+    refine_sweeps: int = 15
 
 
 @dataclass
@@ -105,9 +106,20 @@ def register_batch(
     model = face_model if face_model.neutral.device.type == "cpu" else face_model.to("cpu")
     targets = [_Target(mesh) for mesh in meshes]
     rotation, scale, translation = _best_start(targets, model, poses_init, face_sizes, settings)
-    fit = _Fit(model, targets, settings, settings.fit_vertices, rotation, scale, translation)
+    finalists = len(rotation) // count
+    fit = _Fit(
+        model,
+        [t for t in targets for _ in range(finalists)],
+        settings,
+        settings.fit_vertices,
+        rotation,
+        scale,
+        translation,
+    )
     for iteration in range(settings.iterations):
         fit.step(iteration, settings.iterations, shape=iteration >= settings.rigid_iterations)
+    owners = [b for b in range(count) for _ in range(finalists)]
+    fit.keep(_best_rows(fit.robust_cost(), owners, count, 1))
     vertices = fit.posed(fit.shape_all())
     error, inliers = fit.residual_stats()
     if settings.refine:
@@ -154,8 +166,9 @@ def _best_start(
         if pose is not None:
             rotations.insert(0, pose.matrix())
         for r in rotations:
-            candidates.append(_initial_similarity(target, model, r, face_sizes[b]))
-            owners.append(b)
+            starts = _initial_similarity(target, model, r, face_sizes[b])
+            candidates += starts
+            owners += [b] * len(starts)
     rotation, scale, translation = (
         torch.tensor(np.array(values), dtype=torch.float32)
         for values in zip(*candidates, strict=True)
@@ -171,29 +184,42 @@ def _best_start(
     )
     for iteration in range(settings.candidate_iterations):
         trial.step(iteration, settings.candidate_iterations, shape=False, final_scale_cm=1.0)
-    cost = trial.robust_cost()
+    rows = _best_rows(trial.robust_cost(), owners, len(targets), settings.finalists)
+    return trial.rotation[rows], trial.scale[rows], trial.translation[rows]
+
+
+def _best_rows(cost: torch.Tensor, owners: Sequence[int], count: int, keep: int) -> list[int]:
+    """Rows of the `keep` lowest costs of each of `count` owners, owner by owner."""
     owners_t = torch.tensor(owners)
-    best = [
-        int(torch.nonzero(owners_t == b)[cost[owners_t == b].argmin()]) for b in range(len(targets))
-    ]
-    return trial.rotation[best], trial.scale[best], trial.translation[best]
+    rows = []
+    for b in range(count):
+        mine = torch.nonzero(owners_t == b)[:, 0]
+        rows += mine[cost[mine].argsort()[:keep]].tolist()
+    return rows
 
 
 def _initial_similarity(
     target: _Target, model: FaceModel, rotation: np.ndarray, face_size: float | None
-) -> tuple[np.ndarray, float, np.ndarray]:
-    """Scale from the face size (the 68-landmark box's larger side in pixels; by default the
-    mesh's extent over the crop framing's ratio: the volume spans the crop), translation
-    putting the model's nose tip on the surface's most forward point near the midline."""
+) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """Scale and translation from the crop framing (DEVELOPERS.md): the volume spans the
+    crop, whose centre is the 68-landmark box's centre and whose side is
+    `FRAMING.side_over_face` times that box's larger side (`face_size` overrides it, in
+    pixels); in depth, the model's most forward landmark meets the surface's front. Two
+    starts: that, and the model's nose tip on the surface's most forward midline point."""
     neutral = model.neutral.numpy().astype(np.float64)
     landmarks = neutral[model.landmarks68.numpy()] @ rotation.T
+    lo, hi = target.points.min(axis=0), target.points.max(axis=0)
     if face_size is None:
-        face_size = np.ptp(target.points[:, :2], axis=0).max() / FRAMING.side_over_face
+        face_size = (hi - lo)[:2].max() / FRAMING.side_over_face
     scale = face_size / np.ptp(landmarks[:, :2], axis=0).max()
+    box_centre = (landmarks[:, :2].max(axis=0) + landmarks[:, :2].min(axis=0)) / 2.0
+    shift_xy = (hi + lo)[:2] / 2.0 - scale * box_centre
+    framed = np.append(shift_xy, hi[2] - scale * landmarks[:, 2].max())
+    # or: the nose tip on the surface's most forward point near the midline
     left, forward = target.points @ rotation[:, 0], target.points @ rotation[:, 2]
     midline = np.abs(left - (left.max() + left.min()) / 2.0) < 0.15 * np.ptp(left)
     tip = target.points[midline][np.argmax(forward[midline])]
-    return rotation, scale, tip - scale * landmarks[30]
+    return [(rotation, scale, framed), (rotation, scale, tip - scale * landmarks[30])]
 
 
 class _Fit:
@@ -216,6 +242,7 @@ class _Fit:
         self.subset = face[order[:vertices]].sort().values  # the same every call
         basis = torch.cat([model.identity_basis, model.expression_basis])  # (K, V, 3)
         self.basis = basis[:, self.subset]  # (K, n, 3)
+        self.flat_basis = self.basis.reshape(len(basis), -1)  # matmuls beat einsum on CPU
         self.mean = model.neutral[self.subset]
         # the neutral's normals: enough to tell which way a vertex faces
         self.normals = model.neutral_normals[self.subset]
@@ -233,6 +260,12 @@ class _Fit:
         self.coefficients = torch.zeros(len(targets), basis.shape[0])
         self.sigma_cm = settings.robust_scale_cm[-1]
 
+    def keep(self, rows: list[int]) -> None:
+        """Drop all but these rows of the batch."""
+        self.targets = [self.targets[r] for r in rows]
+        self.rotation, self.scale = self.rotation[rows], self.scale[rows]
+        self.translation, self.coefficients = self.translation[rows], self.coefficients[rows]
+
     def posed(self, shape: torch.Tensor) -> torch.Tensor:
         """(B, N, 3) model-frame cm -> y-up frame pixels about each target's centre."""
         return (
@@ -241,7 +274,7 @@ class _Fit:
         )
 
     def shape_subset(self) -> torch.Tensor:
-        return self.mean + torch.einsum("bk,knd->bnd", self.coefficients, self.basis)
+        return self.mean + (self.coefficients @ self.flat_basis).view(-1, *self.mean.shape)
 
     def shape_all(self) -> torch.Tensor:
         m = self.model
@@ -281,7 +314,8 @@ class _Fit:
         damping = torch.full((7,), 1e-6, dtype=torch.float64)
         prior, current = damping, torch.zeros(len(self.targets), 7, dtype=torch.float64)
         if shape:  # R^T n: the surface normals in the model frame
-            model_jacobian = torch.einsum("bnd,knd->bnk", normals @ self.rotation, self.basis)
+            model_normals = normals @ self.rotation
+            model_jacobian = (model_normals[:, None] * self.basis).sum(-1).transpose(1, 2)
             jacobian = torch.cat([jacobian, model_jacobian], -1)
             prior = torch.cat([damping, self.prior])
             current = torch.cat([current, self.coefficients.double()], -1)
@@ -371,25 +405,31 @@ def _refine(
 ) -> torch.Tensor:
     """Small smooth offsets along the surface normals (see the module docstring)."""
     batch, count, _ = vertices.shape
-    points, normals = _nearest(targets, vertices)
-    residual = ((vertices - points) * normals).sum(-1)  # pixels
     model_normals = vertex_normals(vertices, model.triangles)
+    facing = model_normals[..., 2] > settings.facing_min
+    points, normals = vertices.clone(), model_normals.clone()  # no pull where not facing
+    for b, target in enumerate(targets):  # only camera-facing vertices are looked up
+        points[b, facing[b]], normals[b, facing[b]] = target.nearest(vertices[b, facing[b]])
+    residual = ((vertices - points) * normals).sum(-1)  # pixels
     limit = settings.refine_max_cm * scale[:, None]
     w = (
-        (model_normals[..., 2] > settings.facing_min)
+        facing
         & ((model_normals * normals).sum(-1) > settings.normal_agreement)
         & (residual.abs() < limit)
     ).float()
     wanted = -residual[..., None] * normals  # (B, V, 3) onto the tangent plane of the match
-    adjacency = model.adjacency
-    degree = adjacency.crow_indices().diff().float()
+    edges = model.edges
+    degree = torch.bincount(edges[:, 0], minlength=count).float()
     alpha = settings.refine_smoothness
-    denominator = (w + alpha * degree).clamp_min(1e-9)[..., None]
-    offset = torch.zeros_like(vertices)
+    # vertex-major (V, B, 3): the neighbour sums gather and add whole rows
+    data = (w[..., None] * wanted).transpose(0, 1).contiguous()
+    denominator = (w + alpha * degree).clamp_min(1e-9).T[..., None].contiguous()
+    offset = torch.zeros_like(data)
+    source, target = edges[:, 1], edges[:, 0]
     for _ in range(settings.refine_sweeps):
-        flat = offset.permute(1, 0, 2).reshape(count, batch * 3)
-        neighbours = (adjacency @ flat).reshape(count, batch, 3).permute(1, 0, 2)
-        offset = (w[..., None] * wanted + alpha * neighbours) / denominator
+        neighbours = torch.zeros_like(offset).index_add_(0, target, offset[source])
+        offset = (data + alpha * neighbours) / denominator
+    offset = offset.transpose(0, 1)
     length = offset.norm(dim=-1, keepdim=True)
     offset = offset * (limit[..., None] / length.clamp_min(1e-9)).clamp(max=1.0)
     return vertices + offset

@@ -158,7 +158,9 @@ def _diffuse(texture: np.ndarray, filled: np.ndarray, used: np.ndarray) -> np.nd
     average = np.where(known[..., None], colours / np.maximum(coverage, 1e-6)[..., None], 0)
     if known.any():
         holes = (~known).astype(np.uint8)
-        average = cv2.inpaint(np.clip(average, 0, 255).astype(np.uint8), holes, 3, cv2.INPAINT_TELEA)
+        average = cv2.inpaint(
+            np.clip(average, 0, 255).astype(np.uint8), holes, 3, cv2.INPAINT_TELEA
+        )
     else:
         average = np.full((*small[::-1], 3), 128, np.uint8)
     coarse = cv2.resize(average, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)

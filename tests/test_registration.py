@@ -1,0 +1,131 @@
+"""Registering the ICT face model to reconstructed surfaces; the Reconstructor's option."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facerecon.errors import FeatureUnavailable
+from facerecon.face_model import load_face_model
+from facerecon.mesh import Mesh, volume_to_mesh
+from facerecon.pose import Pose, rotation_matrix
+from facerecon.reconstructor import ReconstructOptions, Reconstructor
+from facerecon.registration import register
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ICT = SHARED / "facemodel" / "ict_face_light.npz"
+needs_model = pytest.mark.skipif(not ICT.is_file(), reason="needs ../shared/facemodel")
+
+
+@pytest.fixture(scope="module")
+def face_model():
+    if not ICT.is_file():
+        pytest.skip("needs ../shared/facemodel")
+    return load_face_model(ICT)
+
+
+@cache
+def solid_head():
+    """The data engine's head model: the outer head closed by the eyeballs and mouth socket."""
+    from training.engine.facemodel import load_face_model as load_solid_head
+
+    return load_solid_head(SHARED / "facemodel")
+
+
+def solid_head_volume(pose, identity_seed=3, scale=10.0):
+    """The data engine's target volume of a random ICT identity (the solid between the head's
+    nearest and farthest surfaces), as a mesh: what a perfect network would give. Returns
+    (mesh, 68 landmarks), both in crop pixels."""
+    from training.engine.raster import rasterize
+    from training.engine.voxelize import fill_volume
+
+    solid = solid_head()
+    g = torch.Generator().manual_seed(identity_seed)
+    identity = torch.zeros(1, solid.identity_basis.shape[0])
+    identity[:, :40] = torch.randn(1, 40, generator=g)
+    shape = solid.shapes(identity, torch.zeros(1, solid.expression_basis.shape[0]))[0]
+    rotation = torch.from_numpy(rotation_matrix(*pose)).float()
+    vertices = scale * shape @ rotation.T * torch.tensor([1.0, -1.0, 1.0])
+    vertices = vertices + torch.tensor([95.5, 95.5, 0.0]) - vertices[solid.landmarks68].mean(0)
+    vertices[:, 2] -= vertices[:, 2].max() - 90.0  # the nearest point stays in the volume
+    raster = rasterize(vertices[None], solid.triangles, 192)
+    front = torch.where(raster.mask, raster.front, float("-inf"))
+    back = torch.where(raster.mask, raster.back, float("inf"))
+    volume = fill_volume(front, back)[0].float().numpy()
+    return volume_to_mesh(volume), vertices[solid.landmarks68].numpy()
+
+
+def nme(predicted: np.ndarray, truth: np.ndarray) -> float:
+    interocular = np.linalg.norm(truth[36] - truth[45])
+    return float(np.linalg.norm(predicted - truth, axis=1).mean() / interocular)
+
+
+@needs_model
+@pytest.mark.parametrize("pose", [(0.0, 0.0, 0.0), (35.0, 10.0, -5.0), (-70.0, -15.0, 10.0)])
+def test_registration_of_a_perfect_volume_recovers_pose_and_landmarks(face_model, pose):
+    mesh, landmarks = solid_head_volume(pose)
+    # no pose estimate given: the fit must find the head's orientation by itself
+    result = register(mesh, face_model, None)
+    fitted = np.array([result.pose.yaw, result.pose.pitch, result.pose.roll])
+    assert np.abs(fitted - pose).max() < 3.0
+    assert nme(result.landmarks68_3d, landmarks) < 0.07
+    np.testing.assert_allclose(result.landmarks68_2d, result.landmarks68_3d[:, :2])
+    assert result.vertices.shape == (face_model.num_vertices, 3)
+    assert result.triangles.shape == tuple(face_model.triangles.shape)
+    assert 0.0 <= result.expression.min() and result.expression.max() <= 1.0
+    assert result.fit_error < 3.0  # pixels, at ~10 pixels per cm
+
+
+@needs_model
+def test_registration_is_in_the_mesh_frame(face_model):
+    """A mesh scaled and shifted (as into a photo's pixels) gives the same fit, scaled and
+    shifted."""
+    mesh, _ = solid_head_volume((20.0, 0.0, 0.0))
+    pose = Pose(20.0, 0.0, 0.0)
+    near = register(mesh, face_model, pose)
+    far = register(mesh.transformed(2.0, np.array([300.0, 50.0, 7.0])), face_model, pose)
+    expected = near.landmarks68_3d * 2.0 + [300.0, 50.0, 7.0]
+    assert np.abs(far.landmarks68_3d - expected).mean() < 2.0
+    assert abs(far.scale - 2.0 * near.scale) < 0.05 * far.scale
+
+
+@needs_model
+def test_empty_mesh_is_refused(face_model):
+    with pytest.raises(ValueError):
+        register(Mesh(np.zeros((0, 3)), np.zeros((0, 3))), face_model)
+
+
+def test_missing_face_model_is_none_not_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACERECON_FACE_MODEL", str(tmp_path / "absent.npz"))
+    assert load_face_model() is None
+    assert load_face_model(tmp_path / "also-absent.npz") is None
+
+
+def test_reconstructor_refuses_registration_only_without_the_model(
+    tiny_weights, astronaut, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("FACERECON_FACE_MODEL", str(tmp_path / "absent.npz"))
+    reconstructor = Reconstructor(tiny_weights, device="cpu")
+    plain = reconstructor(astronaut, options=ReconstructOptions(frontal=False))
+    assert plain.registration is None and plain.texture is None
+    with pytest.raises(FeatureUnavailable, match="import-face-model"):
+        reconstructor(astronaut, options=ReconstructOptions(registration=True))
+    face = reconstructor.prepare(astronaut)
+    (volume,) = reconstructor.predict([face])
+    with pytest.raises(FeatureUnavailable, match="FACERECON_FACE_MODEL"):
+        reconstructor.finish(face, volume, ReconstructOptions(registration=True))
+
+
+@needs_model
+def test_reconstructor_registers_and_textures(tiny_weights, astronaut):
+    reconstructor = Reconstructor(tiny_weights, device="cpu", face_model=ICT)
+    options = ReconstructOptions(frontal=False, registration=True)
+    result = reconstructor(astronaut, options=options)
+    assert result.registration is not None
+    assert result.registration.vertices.shape == (reconstructor.face_model.num_vertices, 3)
+    assert result.texture.shape == (512, 1024, 3) and result.texture.dtype == np.uint8
+    assert {"registration", "texture"} <= set(result.timings_ms)
