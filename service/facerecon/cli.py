@@ -94,6 +94,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_face_model(args: argparse.Namespace) -> int:
+    from facerecon.face_model import import_face_model, load_face_model
+
+    try:
+        path = import_face_model(args.directory, args.out)
+        model = load_face_model(path)
+    except (OSError, ValueError, KeyError) as error:
+        print(f"facerecon: cannot import the face model: {error}", file=sys.stderr)
+        return 2
+    print(f"face model: {model.num_vertices} head vertices, {model.identity_basis.shape[0]} "
+          f"identity modes, {len(model.expression_names)} expressions -> {path}")  # fmt: skip
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, rest: list[str]) -> int:
     from facerecon.server import main as serve_main
 
@@ -130,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show the model, its parameters and the device")
     model_args(info)
 
+    face = sub.add_parser(
+        "import-face-model", help="install the ICT face model from a FaceXModel folder"
+    )
+    face.add_argument("directory", type=Path, help="the FaceXModel folder (OBJ files)")
+    face.add_argument("--out", type=Path, default=None,
+                      help="npz to write (default: $FACERECON_FACE_MODEL or "
+                           "~/.local/share/facerecon/ict_face_light.npz)")  # fmt: skip
+
     sub.add_parser("serve", help="run the gRPC server (see `facerecon serve --help`)",
                    add_help=False)  # fmt: skip
     return parser
@@ -153,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     from facerecon.reconstructor import WeightsNotFound
 
     try:
-        return {"reconstruct": cmd_reconstruct, "info": cmd_info}[args.command](args)
+        commands = {"reconstruct": cmd_reconstruct, "info": cmd_info,
+                    "import-face-model": cmd_import_face_model}  # fmt: skip
+        return commands[args.command](args)
     except WeightsNotFound as error:
         print(f"facerecon: {error}", file=sys.stderr)
         return 2

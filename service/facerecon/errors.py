@@ -22,3 +22,16 @@ class InputError(ValueError):
 
     def __repr__(self) -> str:
         return f"InputError({self.message!r}, field={self.field!r})"
+
+
+class FeatureUnavailable(RuntimeError):
+    """A requested feature needs something this installation lacks (e.g. the face model for
+    registration). Not the client's fault in its data: the gRPC server answers
+    FAILED_PRECONDITION with this message."""
+
+
+FACE_MODEL_MISSING = (
+    "registration needs the ICT face model, which is not installed: set FACERECON_FACE_MODEL "
+    "to its .npz, or run `facerecon import-face-model DIR` on a copy of the ICT-FaceKit "
+    "FaceXModel folder"
+)

@@ -18,12 +18,15 @@ import numpy as np
 import torch
 
 from facerecon.crop import CropTransform, normalise_face
-from facerecon.errors import InputError
+from facerecon.errors import FACE_MODEL_MISSING, FeatureUnavailable, InputError
+from facerecon.face_model import load_face_model
 from facerecon.image import decode_image
 from facerecon.mesh import Mesh, decimate, sample_colors, to_image_space, volume_to_mesh
 from facerecon.models import count_parameters, fold_batchnorm, load_checkpoint
 from facerecon.pose import Pose, estimate_pose
+from facerecon.registration import Registration, register
 from facerecon.render import frontal_view, render_views
+from facerecon.texture import bake_texture
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "facerecon.pt"
 MAX_VIEWS = 16
@@ -46,6 +49,7 @@ class ReconstructOptions:
     frontal: bool = True
     pose: bool = True
     decimate_faces: int | None = None
+    registration: bool = False  # fit the face model (needs it installed); adds a UV texture
 
     def validate(self) -> None:
         if len(self.views) > MAX_VIEWS:
@@ -108,6 +112,8 @@ class Reconstruction:
     transform: CropTransform
     timings_ms: dict[str, float]
     model: ModelInfo
+    registration: Registration | None = None  # when options.registration
+    texture: np.ndarray | None = None  # (S, 2S, 3) uint8 UV atlas of the registered mesh
 
 
 class _Timer:
@@ -140,6 +146,7 @@ class Reconstructor:
         compile: bool = False,
         threads: int | None = None,
         max_pixels: int = 40_000_000,
+        face_model: str | Path | None = None,
     ):
         path = Path(weights) if weights is not None else default_weights_path()
         if not path.is_file():
@@ -169,6 +176,8 @@ class Reconstructor:
         if compile:
             self.model = torch.compile(self.model, mode="max-autotune-no-cudagraphs")
         self.max_pixels = max_pixels
+        # optional: None unless installed ($FACERECON_FACE_MODEL or the default location)
+        self.face_model = load_face_model(face_model)
         self.detector = None
         if detector is not None:
             from facerecon.detect import load_detector
@@ -219,6 +228,7 @@ class Reconstructor:
         self, face: PreparedFace, volume: np.ndarray, options: ReconstructOptions
     ) -> Reconstruction:
         options.validate()
+        self._check_available(options)
         timings = dict(face.timings_ms)
         with _Timer(timings, "mesh"):
             mesh = volume_to_mesh(volume)
@@ -245,6 +255,12 @@ class Reconstructor:
             if options.frontal:
                 image = frontal_view(mesh, pose, options.view_size, options.background)
                 frontal = View(0.0, 0.0, image)
+        registration = texture = None
+        if options.registration:
+            with _Timer(timings, "registration"):
+                registration = register(mesh, self.face_model, pose)
+            with _Timer(timings, "texture"):
+                texture = bake_texture(registration, face.image, self.face_model)
         return Reconstruction(
             mesh=mesh,
             views=views,
@@ -253,7 +269,13 @@ class Reconstructor:
             transform=face.transform,
             timings_ms=timings,
             model=self.info,
+            registration=registration,
+            texture=texture,
         )
+
+    def _check_available(self, options: ReconstructOptions) -> None:
+        if options.registration and self.face_model is None:
+            raise FeatureUnavailable(FACE_MODEL_MISSING)
 
     def __call__(
         self,
@@ -264,6 +286,7 @@ class Reconstructor:
     ) -> Reconstruction:
         options = options or ReconstructOptions()
         options.validate()
+        self._check_available(options)
         face = self.prepare(data, face_box=face_box, landmarks=landmarks)
         (volume,) = self.predict([face])
         return self.finish(face, volume, options)
