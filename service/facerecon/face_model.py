@@ -57,12 +57,17 @@ def region_vertices(regions: Sequence[str]) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
+def new_indices(kept: np.ndarray) -> np.ndarray:
+    """(ICT_VERTICES,) index of each ICT vertex among the `kept` ones; -1 if dropped."""
+    new_index = np.full(ICT_VERTICES, -1, dtype=np.int64)
+    new_index[kept] = np.arange(len(kept))
+    return new_index
+
+
 def restrict_triangles(triangles: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Triangles whose corners are all `kept`: (mask over `triangles`, corners re-indexed into
     `kept`)."""
-    new_index = np.full(ICT_VERTICES, -1, dtype=np.int64)
-    new_index[kept] = np.arange(len(kept))
-    mapped = new_index[triangles]
+    mapped = new_indices(kept)[triangles]
     inside = (mapped >= 0).all(axis=1)
     return inside, mapped[inside]
 
@@ -146,8 +151,7 @@ def face_model_from_arrays(
     kept = region_vertices(regions)
     inside, triangles = restrict_triangles(data["triangles"].astype(np.int64), kept)
     triangle_uvs = triangle_uv_indices(data["quads_uv"], data["quad_is_triangle"])[inside]
-    new_index = np.full(ICT_VERTICES, -1, dtype=np.int64)
-    new_index[kept] = np.arange(len(kept))
+    new_index = new_indices(kept)
     landmarks = new_index[data["landmarks68"].astype(np.int64)]
     if (landmarks < 0).any():
         raise ValueError("the 68 landmarks must lie in the kept regions")

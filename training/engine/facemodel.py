@@ -9,14 +9,21 @@ surface along every camera ray bound the solid head.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-# Regions that make up the rendered, voxelised head (see the model's regions.json).
+from facerecon.face_model import (  # the ICT topology's parts, shared with the service
+    ICT_VERTEX_RANGES,
+    ICT_VERTICES,
+    new_indices,
+    region_vertices,
+    restrict_triangles,
+)
+
+# Regions that make up the rendered, voxelised head (facerecon.face_model.ICT_VERTEX_RANGES).
 SOLID_REGIONS = ("face", "head_and_neck", "eyeball_left", "eyeball_right", "mouth_socket")
 
 
@@ -51,25 +58,16 @@ class FaceModel:
 
 
 def load_face_model(directory: str | Path) -> FaceModel:
-    """Load `ict_face_light.npz` + `regions.json` from `directory` (e.g. ../shared/facemodel)."""
-    directory = Path(directory)
-    data = np.load(directory / "ict_face_light.npz")
-    ranges = json.loads((directory / "regions.json").read_text())["vertex_ranges_half_open"]
-
-    n_all = data["neutral"].shape[0]
-    region = np.full(n_all, -1, dtype=np.int64)
+    """Load `ict_face_light.npz` from `directory` (e.g. ../shared/facemodel)."""
+    data = np.load(Path(directory) / "ict_face_light.npz")
+    kept = region_vertices(SOLID_REGIONS)
+    region = np.full(ICT_VERTICES, -1, dtype=np.int64)
     for i, name in enumerate(SOLID_REGIONS):
-        start, stop = ranges[name]
-        region[start:stop] = i
-    kept = np.flatnonzero(region >= 0)
-    new_index = np.full(n_all, -1, dtype=np.int64)
-    new_index[kept] = np.arange(len(kept))
-
-    triangles = data["triangles"].astype(np.int64)
-    triangles = new_index[triangles[(region[triangles] >= 0).all(axis=1)]]
+        region[slice(*ICT_VERTEX_RANGES[name])] = i
+    _, triangles = restrict_triangles(data["triangles"].astype(np.int64), kept)
+    new_index = new_indices(kept)
     landmarks = new_index[data["landmarks68"].astype(np.int64)]
     assert (landmarks >= 0).all(), "every 68-point landmark lies on the face"
-    face_start, face_stop = ranges["face"]
 
     def basis(name: str) -> torch.Tensor:
         b = data[name][:, kept, :]
@@ -82,6 +80,6 @@ def load_face_model(directory: str | Path) -> FaceModel:
         expression_names=[str(n) for n in data["expression_names"]],
         triangles=torch.from_numpy(triangles),
         landmarks68=torch.from_numpy(landmarks),
-        face_vertices=torch.from_numpy(new_index[face_start:face_stop]),
+        face_vertices=torch.from_numpy(new_index[region_vertices(["face"])]),
         region_of_vertex=torch.from_numpy(region[kept]),
     )
