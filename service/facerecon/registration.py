@@ -19,6 +19,7 @@ All tensors carry a leading batch axis; only the nearest-neighbour queries loop 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -31,21 +32,34 @@ from facerecon.face_model import FaceModel, vertex_normals
 from facerecon.mesh import FLIP_Y, Mesh
 from facerecon.pose import Pose, pose_from_rotation, rotation_matrix
 
+FRAMING_TOLERANCE = math.log(1.25)  # face size vs the framing's, before the cost grows
+BOX_MARGIN = 0.01  # of the mesh's extent: vertices this close to its box lie on a cut
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One round of the fit: every surviving start is fitted, the best `keep` go on."""
+
+    vertices: int  # face-region vertices in the data term
+    iterations: int
+    shape_from: int  # iteration from which the model weights are fitted too (pose before)
+    robust_scale_cm: tuple[float, float]  # Geman-McClure scale, first and last iteration
+    keep: int  # starts per face passed on (lowest robust cost)
+
 
 @dataclass(frozen=True)
 class FitSettings:
-    # start: each candidate rotation gets a few pose-only steps on a few points
+    # starts: the pose estimate (when given) and a fan of yaws, each with two translations
     candidate_yaws: tuple[float, ...] = (-80.0, -50.0, -20.0, 20.0, 50.0, 80.0)
-    candidate_vertices: int = 200
-    candidate_iterations: int = 3
-    finalists: int = 2  # best starts fitted in full; the lower final cost wins
-    # fit: pose only first, then pose and shape
-    iterations: int = 8
-    rigid_iterations: int = 2
-    fit_vertices: int = 1200  # face-region vertices in the data term
+    # successive halving: cheap rounds on many starts, then the full fit on the best one
+    stages: tuple[Stage, ...] = (
+        Stage(vertices=200, iterations=3, shape_from=3, robust_scale_cm=(2.0, 1.0), keep=4),
+        Stage(vertices=400, iterations=4, shape_from=1, robust_scale_cm=(1.5, 0.6), keep=1),
+        Stage(vertices=1200, iterations=6, shape_from=0, robust_scale_cm=(0.8, 0.25), keep=1),
+    )
     identity_prior: float = 1e-3  # L2 weight of identity weights (~N(0, 1)), in cm^2
     expression_prior: float = 1e-2  # L2 weight of expression weights ([0, 1])
-    robust_scale_cm: tuple[float, float] = (2.0, 0.25)  # Geman-McClure scale: first, last
+    scale_prior: float = 0.02  # L2 weight of log(face size / the crop framing's)
     facing_min: float = -0.1  # camera-facing component of a vertex normal to be fitted
     normal_agreement: float = 0.3  # least cosine between model and surface normals
     # refinement
@@ -105,21 +119,20 @@ def register_batch(
             raise ValueError("cannot register an empty mesh")
     model = face_model if face_model.neutral.device.type == "cpu" else face_model.to("cpu")
     targets = [_Target(mesh) for mesh in meshes]
-    rotation, scale, translation = _best_start(targets, model, poses_init, face_sizes, settings)
-    finalists = len(rotation) // count
-    fit = _Fit(
-        model,
-        [t for t in targets for _ in range(finalists)],
-        settings,
-        settings.fit_vertices,
-        rotation,
-        scale,
-        translation,
+    owners, rotation, scale, translation, face_size = _starts(
+        targets, model, poses_init, face_sizes, settings
     )
-    for iteration in range(settings.iterations):
-        fit.step(iteration, settings.iterations, shape=iteration >= settings.rigid_iterations)
-    owners = [b for b in range(count) for _ in range(finalists)]
-    fit.keep(_best_rows(fit.robust_cost(), owners, count, 1))
+    coefficients = None
+    for stage in settings.stages:
+        fit = _Fit(model, [targets[o] for o in owners], settings, stage.vertices,
+                   rotation, scale, translation, face_size, coefficients)  # fmt: skip
+        for iteration in range(stage.iterations):
+            fit.step(iteration, stage, shape=iteration >= stage.shape_from)
+        best = _best_rows(fit.robust_cost(), owners, count, stage.keep)
+        fit.keep(best)
+        owners = [owners[r] for r in best]
+        rotation, scale, translation = fit.rotation, fit.scale, fit.translation
+        face_size, coefficients = fit.face_size, fit.coefficients
     vertices = fit.posed(fit.shape_all())
     error, inliers = fit.residual_stats()
     if settings.refine:
@@ -128,7 +141,13 @@ def register_batch(
 
 
 class _Target:
-    """A mesh in the y-up frame, centred on its vertex mean, with a nearest-vertex index."""
+    """A mesh in the y-up frame, centred on its vertex mean, with a nearest-vertex index.
+
+    The volume is a box around the head: where the head leaves it (the crop's sides, the
+    back of a deep head) the mesh is closed by flat cuts that are not the head's surface.
+    Vertices on the mesh's bounding box get zero normals, so matches there never agree with
+    a model normal and carry no weight.
+    """
 
     def __init__(self, mesh: Mesh):
         vertices = mesh.vertices.astype(np.float64) * FLIP_Y
@@ -137,6 +156,12 @@ class _Target:
         self.centre = vertices.mean(axis=0)
         self.points = (vertices - self.centre).astype(np.float32)
         self.normals = (normals * FLIP_Y).astype(np.float32)
+        lo, hi = self.points.min(axis=0), self.points.max(axis=0)
+        margin = BOX_MARGIN * (hi - lo).max()
+        cut = (self.points[:, :2] < lo[:2] + margin).any(1)
+        cut |= (self.points[:, :2] > hi[:2] - margin).any(1)
+        cut |= self.points[:, 2] < lo[2] + margin  # the back; the front is never cut
+        self.normals[cut] = 0.0
         self.tree = cKDTree(self.points)
 
     def nearest(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,42 +175,30 @@ def _nearest(targets: Sequence[_Target], query: torch.Tensor) -> tuple[torch.Ten
     return torch.stack([p for p, _ in pairs]), torch.stack([n for _, n in pairs])
 
 
-def _best_start(
+def _starts(
     targets: Sequence[_Target],
     model: FaceModel,
     poses: Sequence[Pose | None],
     face_sizes: Sequence[float | None],
     settings: FitSettings,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The best of several starting rotations (the pose estimate and a fan of yaws) after a
-    few cheap pose-only steps each: a pose estimate can be far off, and ICP only finds the
-    nearest minimum."""
-    candidates, owners = [], []
+) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Starting similarities: a pose estimate can be far off and ICP only finds the nearest
+    minimum, so several rotations (the estimate and a fan of yaws) are tried, each with two
+    translations. Returns the face each start belongs to, rotations, scales, translations
+    and the face size (68-landmark box side, pixels) the crop framing implies."""
+    owners, starts = [], []
     for b, (target, pose) in enumerate(zip(targets, poses, strict=True)):
         rotations = [rotation_matrix(yaw, 0.0) for yaw in settings.candidate_yaws]
         if pose is not None:
             rotations.insert(0, pose.matrix())
         for r in rotations:
-            starts = _initial_similarity(target, model, r, face_sizes[b])
-            candidates += starts
-            owners += [b] * len(starts)
-    rotation, scale, translation = (
-        torch.tensor(np.array(values), dtype=torch.float32)
-        for values in zip(*candidates, strict=True)
+            mine = _initial_similarity(target, model, r, face_sizes[b])
+            starts += mine
+            owners += [b] * len(mine)
+    rotation, scale, translation, face_size = (
+        torch.tensor(np.array(values), dtype=torch.float32) for values in zip(*starts, strict=True)
     )
-    trial = _Fit(
-        model,
-        [targets[b] for b in owners],
-        settings,
-        settings.candidate_vertices,
-        rotation,
-        scale,
-        translation,
-    )
-    for iteration in range(settings.candidate_iterations):
-        trial.step(iteration, settings.candidate_iterations, shape=False, final_scale_cm=1.0)
-    rows = _best_rows(trial.robust_cost(), owners, len(targets), settings.finalists)
-    return trial.rotation[rows], trial.scale[rows], trial.translation[rows]
+    return owners, rotation, scale, translation, face_size
 
 
 def _best_rows(cost: torch.Tensor, owners: Sequence[int], count: int, keep: int) -> list[int]:
@@ -200,7 +213,7 @@ def _best_rows(cost: torch.Tensor, owners: Sequence[int], count: int, keep: int)
 
 def _initial_similarity(
     target: _Target, model: FaceModel, rotation: np.ndarray, face_size: float | None
-) -> list[tuple[np.ndarray, float, np.ndarray]]:
+) -> list[tuple[np.ndarray, float, np.ndarray, float]]:
     """Scale and translation from the crop framing (DEVELOPERS.md): the volume spans the
     crop, whose centre is the 68-landmark box's centre and whose side is
     `FRAMING.side_over_face` times that box's larger side (`face_size` overrides it, in
@@ -219,7 +232,8 @@ def _initial_similarity(
     left, forward = target.points @ rotation[:, 0], target.points @ rotation[:, 2]
     midline = np.abs(left - (left.max() + left.min()) / 2.0) < 0.15 * np.ptp(left)
     tip = target.points[midline][np.argmax(forward[midline])]
-    return [(rotation, scale, framed), (rotation, scale, tip - scale * landmarks[30])]
+    nosed = tip - scale * landmarks[30]
+    return [(rotation, scale, framed, face_size), (rotation, scale, nosed, face_size)]
 
 
 class _Fit:
@@ -234,15 +248,20 @@ class _Fit:
         rotation: torch.Tensor,
         scale: torch.Tensor,
         translation: torch.Tensor,
+        face_size: torch.Tensor,
+        coefficients: torch.Tensor | None = None,
     ):
         self.model, self.targets, self.settings = model, targets, settings
         self.rotation, self.scale, self.translation = rotation, scale, translation
+        self.face_size = face_size
         face = model.face_vertices
         order = torch.randperm(len(face), generator=torch.Generator().manual_seed(0))
         self.subset = face[order[:vertices]].sort().values  # the same every call
         basis = torch.cat([model.identity_basis, model.expression_basis])  # (K, V, 3)
         self.basis = basis[:, self.subset]  # (K, n, 3)
         self.flat_basis = self.basis.reshape(len(basis), -1)  # matmuls beat einsum on CPU
+        self.landmark_mean = model.neutral[model.landmarks68]
+        self.landmark_basis = basis[:, model.landmarks68].reshape(len(basis), -1)
         self.mean = model.neutral[self.subset]
         # the neutral's normals: enough to tell which way a vertex faces
         self.normals = model.neutral_normals[self.subset]
@@ -257,14 +276,17 @@ class _Fit:
         self.high = torch.cat(
             [torch.full((identities,), 5.0), torch.ones(basis.shape[0] - identities)]
         )
-        self.coefficients = torch.zeros(len(targets), basis.shape[0])
-        self.sigma_cm = settings.robust_scale_cm[-1]
+        if coefficients is None:
+            coefficients = torch.zeros(len(targets), basis.shape[0])
+        self.coefficients = coefficients
+        self.sigma_cm = 1.0
 
     def keep(self, rows: list[int]) -> None:
         """Drop all but these rows of the batch."""
         self.targets = [self.targets[r] for r in rows]
         self.rotation, self.scale = self.rotation[rows], self.scale[rows]
         self.translation, self.coefficients = self.translation[rows], self.coefficients[rows]
+        self.face_size = self.face_size[rows]
 
     def posed(self, shape: torch.Tensor) -> torch.Tensor:
         """(B, N, 3) model-frame cm -> y-up frame pixels about each target's centre."""
@@ -291,15 +313,12 @@ class _Fit:
         geman_mcclure = (self.sigma_cm**2 / (self.sigma_cm**2 + residual_cm**2)) ** 2
         return keep * geman_mcclure
 
-    def step(
-        self, iteration: int, iterations: int, shape: bool, final_scale_cm: float | None = None
-    ) -> None:
+    def step(self, iteration: int, stage: Stage, shape: bool) -> None:
         """New matches, then one joint Gauss-Newton step of the pose (rotation, log scale,
         translation) and, if `shape`, the model weights, with their L2 priors. Residuals are
         in cm; the robust scale shrinks geometrically over the iterations."""
-        first, last = self.settings.robust_scale_cm
-        last = final_scale_cm or last
-        self.sigma_cm = first * (last / first) ** (iteration / max(1, iterations - 1))
+        first, last = stage.robust_scale_cm
+        self.sigma_cm = first * (last / first) ** (iteration / max(1, stage.iterations - 1))
         posed = self.posed(self.shape_subset())
         points, normals = _nearest(self.targets, posed)
         scale = self.scale[:, None, None]
@@ -311,13 +330,16 @@ class _Fit:
             )
             / scale
         )
-        damping = torch.full((7,), 1e-6, dtype=torch.float64)
-        prior, current = damping, torch.zeros(len(self.targets), 7, dtype=torch.float64)
+        # a weak pull of the log scale towards the crop framing's: a head seen edge-on can
+        # otherwise shrink into a small, well-fitting patch
+        prior = torch.tensor([1e-6] * 3 + [self.settings.scale_prior] + [1e-6] * 3).double()
+        current = torch.zeros(len(self.targets), 7, dtype=torch.float64)
+        current[:, 3] = self.framing_error().double()
         if shape:  # R^T n: the surface normals in the model frame
             model_normals = normals @ self.rotation
             model_jacobian = (model_normals[:, None] * self.basis).sum(-1).transpose(1, 2)
             jacobian = torch.cat([jacobian, model_jacobian], -1)
-            prior = torch.cat([damping, self.prior])
+            prior = torch.cat([prior, self.prior])
             current = torch.cat([current, self.coefficients.double()], -1)
         w = self.weights(posed, normals, residual).double()
         w = w / w.sum(-1, keepdim=True).clamp_min(1e-9)
@@ -332,6 +354,13 @@ class _Fit:
             updated = self.coefficients + delta[:, 7:]
             self.coefficients = torch.maximum(torch.minimum(updated, self.high), self.low)
 
+    def framing_error(self) -> torch.Tensor:
+        """(B,) log of the fitted 68-landmark box's larger side over the framing's."""
+        shape = self.landmark_mean + (self.coefficients @ self.landmark_basis).view(-1, 68, 3)
+        xy = (shape @ self.rotation.transpose(1, 2))[..., :2]
+        side = (xy.amax(1) - xy.amin(1)).amax(-1) * self.scale
+        return torch.log(side / self.face_size)
+
     def robust_cost(self) -> torch.Tensor:
         """(B,) mean Geman-McClure cost over camera-facing fitted vertices; a match whose
         normal disagrees costs 1."""
@@ -342,7 +371,10 @@ class _Fit:
         seen = facing[..., 2] > self.settings.facing_min
         agree = (facing * normals).sum(-1) > self.settings.normal_agreement
         cost = torch.where(agree, residual_cm**2 / (self.sigma_cm**2 + residual_cm**2), 1.0)
-        return (cost * seen).sum(-1) / seen.sum(-1).clamp_min(1)
+        fitted = (cost * seen).sum(-1) / seen.sum(-1).clamp_min(1)
+        # a fit whose face is much smaller or larger than the crop framing's is implausible
+        excess = (self.framing_error().abs() - FRAMING_TOLERANCE).clamp_min(0.0)
+        return fitted + excess
 
     def residual_stats(self) -> tuple[list[float], list[float]]:
         """RMS point-to-plane distance (pixels) of inlier fitted vertices, and their share."""
