@@ -5,14 +5,22 @@ down), the model's similarity pose, identity and expression weights, then small 
 per-vertex offsets. The fit runs in a y-up copy of the image frame (DEVELOPERS.md), so the
 fitted rotation is the head pose directly.
 
-Data term: point-to-plane distances from model vertices to their nearest mesh vertices (a
-cKDTree, re-queried every iteration), robust (Geman-McClure weights, shrinking scale) and
-restricted to model vertices facing the camera whose normals agree with the surface's: the
-volume's visible front is what the network sees; its back is a guess. Each iteration is one
-Gauss-Newton step of the similarity (7 unknowns) and one exact solve of the weights with L2
-priors (the model is linear in them); expression weights are clipped to their range [0, 1].
-The refinement then moves every vertex along the surface normals, smoothed over the mesh
-graph (a few Jacobi sweeps of `(W + alpha L) d = W delta`) and clamped in length.
+Data term: point-to-plane distances from model vertices (a fixed subset of the face region)
+to their nearest mesh vertices (a cKDTree, re-queried every iteration), robust
+(Geman-McClure weights, the scale shrinking) and restricted to model vertices facing the
+camera whose normals agree with the surface's: the volume's visible front is what the
+network sees, its back is a guess, and where the head leaves the volume the mesh is a flat
+cut. Each iteration is one joint Gauss-Newton step of the similarity (rotation, log scale,
+translation) and the model weights (the model is linear in them), with L2 priors on the
+weights and on the face's size against the crop framing's; expression weights are clipped to
+their range [0, 1].
+
+ICP only finds the nearest minimum and a pose estimate from the mesh can be far off, so the
+fit starts from several similarities (the estimate and a fan of yaws, each placed by the crop
+framing and by the nose tip) and keeps the best by robust cost over stages of growing size
+(successive halving). The refinement then moves every camera-facing vertex along the surface
+normals, smoothed over the mesh graph (Jacobi sweeps of `(W + alpha L) d = W delta`) and
+clamped in length.
 
 All tensors carry a leading batch axis; only the nearest-neighbour queries loop over meshes.
 """
@@ -49,8 +57,10 @@ class Stage:
 
 @dataclass(frozen=True)
 class FitSettings:
-    # starts: the pose estimate (when given) and a fan of yaws, each with two translations
+    # starts: the pose estimate (when given) and a grid of yaws and pitches, each with two
+    # translations
     candidate_yaws: tuple[float, ...] = (-80.0, -50.0, -20.0, 20.0, 50.0, 80.0)
+    candidate_pitches: tuple[float, ...] = (-25.0, 0.0, 25.0)
     # successive halving: cheap rounds on many starts, then the full fit on the best one
     stages: tuple[Stage, ...] = (
         Stage(vertices=200, iterations=3, shape_from=3, robust_scale_cm=(2.0, 1.0), keep=4),
@@ -188,7 +198,11 @@ def _starts(
     and the face size (68-landmark box side, pixels) the crop framing implies."""
     owners, starts = [], []
     for b, (target, pose) in enumerate(zip(targets, poses, strict=True)):
-        rotations = [rotation_matrix(yaw, 0.0) for yaw in settings.candidate_yaws]
+        rotations = [
+            rotation_matrix(yaw, pitch)
+            for yaw in settings.candidate_yaws
+            for pitch in settings.candidate_pitches
+        ]
         if pose is not None:
             rotations.insert(0, pose.matrix())
         for r in rotations:
@@ -257,11 +271,10 @@ class _Fit:
         face = model.face_vertices
         order = torch.randperm(len(face), generator=torch.Generator().manual_seed(0))
         self.subset = face[order[:vertices]].sort().values  # the same every call
-        basis = torch.cat([model.identity_basis, model.expression_basis])  # (K, V, 3)
-        self.basis = basis[:, self.subset]  # (K, n, 3)
-        self.flat_basis = self.basis.reshape(len(basis), -1)  # matmuls beat einsum on CPU
+        self.basis = _basis(model, self.subset)  # (K, n, 3)
+        self.flat_basis = self.basis.flatten(1)  # matmuls beat einsum on CPU
         self.landmark_mean = model.neutral[model.landmarks68]
-        self.landmark_basis = basis[:, model.landmarks68].reshape(len(basis), -1)
+        self.landmark_basis = _basis(model, model.landmarks68).flatten(1)
         self.mean = model.neutral[self.subset]
         # the neutral's normals: enough to tell which way a vertex faces
         self.normals = model.neutral_normals[self.subset]
@@ -270,14 +283,11 @@ class _Fit:
             torch.full((identities,), settings.identity_prior),
             torch.full((model.expression_basis.shape[0],), settings.expression_prior),
         ]).double()  # fmt: skip
-        self.low = torch.cat(
-            [torch.full((identities,), -5.0), torch.zeros(basis.shape[0] - identities)]
-        )
-        self.high = torch.cat(
-            [torch.full((identities,), 5.0), torch.ones(basis.shape[0] - identities)]
-        )
+        expressions = model.expression_basis.shape[0]
+        self.low = torch.cat([torch.full((identities,), -5.0), torch.zeros(expressions)])
+        self.high = torch.cat([torch.full((identities,), 5.0), torch.ones(expressions)])
         if coefficients is None:
-            coefficients = torch.zeros(len(targets), basis.shape[0])
+            coefficients = torch.zeros(len(targets), identities + expressions)
         self.coefficients = coefficients
         self.sigma_cm = 1.0
 
@@ -408,6 +418,11 @@ class _Fit:
             fit_error=float(error),
             inlier_fraction=float(inliers),
         )
+
+
+def _basis(model: FaceModel, vertices: torch.Tensor) -> torch.Tensor:
+    """(I + E, n, 3) identity then expression offsets of the given vertices."""
+    return torch.cat([model.identity_basis[:, vertices], model.expression_basis[:, vertices]])
 
 
 def _rodrigues(omega: torch.Tensor) -> torch.Tensor:
