@@ -41,7 +41,8 @@ from facerecon.mesh import FLIP_Y, Mesh
 from facerecon.pose import Pose, pose_from_rotation, rotation_matrix
 
 FRAMING_TOLERANCE = math.log(1.25)  # face size vs the framing's, before the cost grows
-BOX_MARGIN = 0.01  # of the mesh's extent: vertices this close to its box lie on a cut
+SEARCH_SCALES = 4.0  # nearest-neighbour search radius, in robust scales
+BOX_MARGIN = 0.01  # of the mesh extent: vertices this close to its box lie on a cut
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ class _Target:
         self.centre = vertices.mean(axis=0)
         self.points = (vertices - self.centre).astype(np.float32)
         self.normals = (normals * FLIP_Y).astype(np.float32)
-        lo, hi = self.points.min(axis=0), self.points.max(axis=0)
+        self.low, self.high = lo, hi = self.points.min(axis=0), self.points.max(axis=0)
         margin = BOX_MARGIN * (hi - lo).max()
         cut = (self.points[:, :2] < lo[:2] + margin).any(1)
         cut |= (self.points[:, :2] > hi[:2] - margin).any(1)
@@ -174,15 +175,37 @@ class _Target:
         self.normals[cut] = 0.0
         self.tree = cKDTree(self.points)
 
-    def nearest(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Nearest mesh vertices of (N, 3) points, and their normals."""
-        _, index = self.tree.query(query.numpy(), workers=1)
-        return torch.from_numpy(self.points[index]), torch.from_numpy(self.normals[index])
+    def nearest(
+        self, query: torch.Tensor, bound: float = np.inf
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest mesh vertices of (N, 3) points, and their normals. Points with none within
+        `bound` get themselves and a zero normal (no match): far points, which a k-d tree
+        answers slowly, are not worth an exact answer."""
+        q = query.numpy()
+        _, index = self.tree.query(q, distance_upper_bound=bound, workers=1)
+        found = index < len(self.points)
+        index = np.where(found, index, 0)
+        points = np.where(found[:, None], self.points[index], q)
+        normals = np.where(found[:, None], self.normals[index], 0.0).astype(np.float32)
+        return torch.from_numpy(points), torch.from_numpy(normals)
 
 
-def _nearest(targets: Sequence[_Target], query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    pairs = [t.nearest(q) for t, q in zip(targets, query, strict=True)]
-    return torch.stack([p for p, _ in pairs]), torch.stack([n for _, n in pairs])
+def _nearest(
+    targets: Sequence[_Target], query: torch.Tensor, bound: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest vertices and normals of (B, N, 3) points, row b in targets[b] within bound[b]
+    pixels; the rows of one target (its many starts) are looked up in one call."""
+    points, normals = torch.empty_like(query), torch.empty_like(query)
+    rows: dict[int, list[int]] = {}
+    for b, target in enumerate(targets):
+        rows.setdefault(id(target), []).append(b)
+    for group in rows.values():
+        found, found_normals = targets[group[0]].nearest(
+            query[group].reshape(-1, 3), float(bound[group].max())
+        )
+        points[group] = found.view(len(group), -1, 3)
+        normals[group] = found_normals.view(len(group), -1, 3)
+    return points, normals
 
 
 def _starts(
@@ -235,7 +258,7 @@ def _initial_similarity(
     starts: that, and the model's nose tip on the surface's most forward midline point."""
     neutral = model.neutral.numpy().astype(np.float64)
     landmarks = neutral[model.landmarks68.numpy()] @ rotation.T
-    lo, hi = target.points.min(axis=0), target.points.max(axis=0)
+    lo, hi = target.low, target.high
     if face_size is None:
         face_size = (hi - lo)[:2].max() / FRAMING.side_over_face
     scale = face_size / np.ptp(landmarks[:, :2], axis=0).max()
@@ -243,9 +266,10 @@ def _initial_similarity(
     shift_xy = (hi + lo)[:2] / 2.0 - scale * box_centre
     framed = np.append(shift_xy, hi[2] - scale * landmarks[:, 2].max())
     # or: the nose tip on the surface's most forward point near the midline
-    left, forward = target.points @ rotation[:, 0], target.points @ rotation[:, 2]
+    sample = target.points[::4]  # plenty to find a nose tip
+    left, forward = sample @ rotation[:, 0], sample @ rotation[:, 2]
     midline = np.abs(left - (left.max() + left.min()) / 2.0) < 0.15 * np.ptp(left)
-    tip = target.points[midline][np.argmax(forward[midline])]
+    tip = sample[midline][np.argmax(forward[midline])]
     nosed = tip - scale * landmarks[30]
     return [(rotation, scale, framed, face_size), (rotation, scale, nosed, face_size)]
 
@@ -291,6 +315,10 @@ class _Fit:
         self.coefficients = coefficients
         self.sigma_cm = 1.0
 
+    def search_bound(self) -> torch.Tensor:
+        """(B,) pixels: matches beyond a few robust scales carry (almost) no weight."""
+        return SEARCH_SCALES * self.sigma_cm * self.scale
+
     def keep(self, rows: list[int]) -> None:
         """Drop all but these rows of the batch."""
         self.targets = [self.targets[r] for r in rows]
@@ -330,7 +358,7 @@ class _Fit:
         first, last = stage.robust_scale_cm
         self.sigma_cm = first * (last / first) ** (iteration / max(1, stage.iterations - 1))
         posed = self.posed(self.shape_subset())
-        points, normals = _nearest(self.targets, posed)
+        points, normals = _nearest(self.targets, posed, self.search_bound())
         scale = self.scale[:, None, None]
         residual = ((posed - points) * normals).sum(-1) / scale[..., 0]
         q = posed - self.translation[:, None]  # scale * R @ shape
@@ -375,7 +403,7 @@ class _Fit:
         """(B,) mean Geman-McClure cost over camera-facing fitted vertices; a match whose
         normal disagrees costs 1."""
         posed = self.posed(self.shape_subset())
-        points, normals = _nearest(self.targets, posed)
+        points, normals = _nearest(self.targets, posed, self.search_bound())
         residual_cm = ((posed - points) * normals).sum(-1) / self.scale[:, None]
         facing = self.normals @ self.rotation.transpose(1, 2)
         seen = facing[..., 2] > self.settings.facing_min
@@ -389,7 +417,7 @@ class _Fit:
     def residual_stats(self) -> tuple[list[float], list[float]]:
         """RMS point-to-plane distance (pixels) of inlier fitted vertices, and their share."""
         posed = self.posed(self.shape_subset())
-        points, normals = _nearest(self.targets, posed)
+        points, normals = _nearest(self.targets, posed, self.search_bound())
         residual = ((posed - points) * normals).sum(-1)
         w = self.weights(posed, normals, residual / self.scale[:, None])
         inlier = w > 0.25  # within the robust scale
@@ -454,11 +482,12 @@ def _refine(
     batch, count, _ = vertices.shape
     model_normals = vertex_normals(vertices, model.triangles)
     facing = model_normals[..., 2] > settings.facing_min
+    limit = settings.refine_max_cm * scale[:, None]
     points, normals = vertices.clone(), model_normals.clone()  # no pull where not facing
     for b, target in enumerate(targets):  # only camera-facing vertices are looked up
-        points[b, facing[b]], normals[b, facing[b]] = target.nearest(vertices[b, facing[b]])
+        found = target.nearest(vertices[b, facing[b]], float(2.0 * limit[b]))
+        points[b, facing[b]], normals[b, facing[b]] = found
     residual = ((vertices - points) * normals).sum(-1)  # pixels
-    limit = settings.refine_max_cm * scale[:, None]
     w = (
         facing
         & ((model_normals * normals).sum(-1) > settings.normal_agreement)
