@@ -26,7 +26,7 @@ from facerecon.models import count_parameters, fold_batchnorm, load_checkpoint
 from facerecon.pose import Pose, estimate_pose
 from facerecon.registration import Registration, register
 from facerecon.render import frontal_view, render_views
-from facerecon.texture import bake_texture
+from facerecon.texture import bake_texture, prepare_atlas
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "facerecon.pt"
 MAX_VIEWS = 16
@@ -187,6 +187,8 @@ class Reconstructor:
     def warmup(self) -> None:
         blank = np.zeros((self.info.input_size, self.info.input_size, 3), np.float32)
         self._forward(np.stack([blank]))
+        if self.face_model is not None:
+            prepare_atlas(self.face_model)
 
     def prepare(
         self,

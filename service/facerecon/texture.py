@@ -16,6 +16,7 @@ and `Registration.uv` holds u / 2.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from functools import lru_cache
 
 import cv2
@@ -53,6 +54,7 @@ def bake_texture(
     texture = np.zeros((size * 2 * size, 3), np.float32)
     filled = np.zeros(size * 2 * size, bool)
     mirror = face_model.mirror.cpu().numpy()
+    limit = np.array([image.shape[1] - 1, image.shape[0] - 1])
     for vertex_of in (np.arange(len(mirror)), mirror):  # the texel's own point, then its mirror
         todo = ~filled[texels]
         idx = corners[todo]
@@ -60,6 +62,7 @@ def bake_texture(
         points = (registration.vertices[vertex_of[idx]] * w).sum(1)
         normal = (normals[vertex_of[idx]] * w).sum(1)
         seen = (normal[:, 2] > FACING_MIN * np.linalg.norm(normal, axis=1)) & visible(points)
+        seen &= (points[:, :2] >= 0).all(1) & (points[:, :2] <= limit).all(1)  # in the photo
         target = texels[todo][seen]
         texture[target] = _bilinear(image, points[seen, :2])
         filled[target] = True
@@ -68,6 +71,12 @@ def bake_texture(
     used = np.zeros(size * 2 * size, bool)
     used[texels] = True
     return _diffuse(texture, filled.reshape(size, 2 * size), used.reshape(size, 2 * size))
+
+
+def prepare_atlas(face_model: FaceModel, size: int = TEXTURE_SIZE) -> None:
+    """Rasterise the model's UV layout now (once per model and size, ~1 s) rather than in
+    the first `bake_texture` call."""
+    _uv_raster(face_model, size)
 
 
 @lru_cache(maxsize=4)
@@ -102,7 +111,7 @@ def _uv_raster(model: FaceModel, size: int) -> tuple[np.ndarray, np.ndarray, np.
     return _uv_raster_cached(size, uv.tobytes(), faces.tobytes())
 
 
-def _visibility(registration: Registration):
+def _visibility(registration: Registration) -> Callable[[np.ndarray], np.ndarray]:
     """A test of which (N, 3) image-frame surface points the camera sees (a z-buffer)."""
     vertices = registration.vertices.astype(np.float64)
     # the rasteriser keeps depths within +-size of 0: measure them from the mean
