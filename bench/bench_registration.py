@@ -1,0 +1,194 @@
+"""Registration of the ICT face model on held-out synthetic faces: landmarks, pose, time.
+
+`python -m bench.bench_registration [--faces 60] [--network-faces 24]` writes
+bench/results/registration.json. Needs ../shared (face model, photos for the engine).
+
+Ground truth comes from the data engine (training/engine) with a fixed seed and |yaw|
+balanced over [0, 30), [30, 60), [60, 90]: the true 68 landmarks (the model's landmark
+vertices, crop pixels) and the true pose. Two inputs are registered:
+- "ground_truth_volume": the engine's target volume, turned into a mesh as the service does:
+  this isolates the registration's own error from the network's;
+- "network_volume": the volume a trained checkpoint predicts from the rendered photo
+  (weights/facerecon.pt, else runs/vrn-light-cpu/model.pt; skipped if neither exists).
+The pose estimate `facerecon.pose.estimate_pose` seeds each fit, as in the Reconstructor.
+
+Metrics, per yaw bucket and overall:
+- nme2d_box: mean 2D landmark distance / sqrt(w * h) of the true landmarks' 2D box (the
+  AFLW2000-3D convention of 3DDFA and SynergyNet);
+- nme3d_box: the same in 3D; nme3d_interocular: 3D, over the outer eye corners' distance;
+- pose_mae: mean |error| of yaw, pitch, roll in degrees (and each angle's);
+- fit_ms: `register` wall time per face (one torch thread; the machine is shared).
+
+The engine mirrors half its samples (image, volume, landmark positions and yaw/roll signs)
+but keeps the landmark labels; a mirrored sample's landmark 36 then marks the mirrored
+person's *left* eye corner. Such samples are recognised by their landmarks' handedness and
+relabelled with the Multi-PIE mirror permutation before comparing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.results_io import save
+from facerecon.face_model import load_face_model
+from facerecon.mesh import volume_to_mesh
+from facerecon.pose import estimate_pose
+from facerecon.registration import register
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SEED = 20170  # the held-out evaluation seed of training/evaluate.py
+YAW_BUCKETS = [(0.0, 30.0), (30.0, 60.0), (60.0, 90.0)]
+CHECKPOINTS = [REPO / "weights" / "facerecon.pt", REPO / "runs" / "vrn-light-cpu" / "model.pt"]
+# Multi-PIE 68-point labels of the mirror image: jaw, brows, nose, eyes, mouth.
+MIRROR68 = np.array(
+    list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30, 35, 34, 33, 32, 31]
+    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
+)  # fmt: skip
+
+
+def true_labels(landmarks: np.ndarray) -> np.ndarray:
+    """Relabel a mirrored sample's landmarks (see the module docstring)."""
+    across = landmarks[45] - landmarks[36]  # towards the subject's left, unless mirrored
+    up = landmarks[27] - landmarks[8]  # chin to nose bridge (y down: points up the face)
+    forward = landmarks[30] - landmarks[[36, 45, 48, 54]].mean(0)
+    mirrored = np.linalg.det(np.stack([across, up, forward])) > 0
+    return landmarks[MIRROR68] if mirrored else landmarks
+
+
+def face_errors(result, landmarks: np.ndarray, pose: tuple[float, float, float]) -> dict:
+    truth = true_labels(landmarks)
+    width, height = np.ptp(truth[:, :2], axis=0)
+    box = float(np.sqrt(width * height))
+    interocular = float(np.linalg.norm(truth[36] - truth[45]))
+    distance3d = np.linalg.norm(result.landmarks68_3d - truth, axis=1).mean()
+    distance2d = np.linalg.norm(result.landmarks68_2d - truth[:, :2], axis=1).mean()
+    fitted = (result.pose.yaw, result.pose.pitch, result.pose.roll)
+    angles = np.abs(np.array(fitted) - np.array(pose))
+    return {
+        "nme2d_box": float(distance2d / box),
+        "nme3d_box": float(distance3d / box),
+        "nme3d_interocular": float(distance3d / interocular),
+        "yaw_error": float(angles[0]),
+        "pitch_error": float(angles[1]),
+        "roll_error": float(angles[2]),
+    }
+
+
+def register_volumes(volumes, batch, face_model, first: int) -> list[dict]:
+    records = []
+    for i, volume in enumerate(volumes):
+        mesh = volume_to_mesh(volume)
+        truth = (float(batch.yaw[i]), float(batch.pitch[i]), float(batch.roll[i]))
+        if mesh.num_faces == 0:
+            records.append({"index": first + i, "yaw": truth[0], "empty": True})
+            continue
+        start = time.perf_counter()
+        estimate = estimate_pose(mesh)
+        pose_ms = (time.perf_counter() - start) * 1000.0
+        start = time.perf_counter()
+        result = register(mesh, face_model, estimate)
+        fit_ms = (time.perf_counter() - start) * 1000.0
+        init = np.abs(np.array([estimate.yaw, estimate.pitch, estimate.roll]) - truth)
+        records.append({
+            "index": first + i, "yaw": truth[0], "fit_ms": fit_ms, "pose_estimate_ms": pose_ms,
+            "estimate_pose_mae": float(init.mean()), "fit_error_px": result.fit_error,
+            **face_errors(result, batch.landmarks[i].cpu().numpy(), truth),
+        })  # fmt: skip
+    return records
+
+
+def summarise(records: list[dict]) -> dict:
+    def stats(rows: list[dict]) -> dict:
+        rows = [r for r in rows if not r.get("empty")]
+        if not rows:
+            return {"count": 0}
+
+        def mean(key: str) -> float:
+            return float(np.mean([r[key] for r in rows]))
+
+        pose = np.array([[r["yaw_error"], r["pitch_error"], r["roll_error"]] for r in rows])
+        return {
+            "count": len(rows),
+            "nme2d_box": mean("nme2d_box"),
+            "nme3d_box": mean("nme3d_box"),
+            "nme3d_interocular": mean("nme3d_interocular"),
+            "nme2d_box_median": float(np.median([r["nme2d_box"] for r in rows])),
+            "failures_nme2d_box_over_10pct": int(sum(r["nme2d_box"] > 0.1 for r in rows)),
+            "pose_mae": float(pose.mean()),
+            "yaw_mae": float(pose[:, 0].mean()),
+            "pitch_mae": float(pose[:, 1].mean()),
+            "roll_mae": float(pose[:, 2].mean()),
+            "estimate_pose_mae": mean("estimate_pose_mae"),
+            "fit_ms_mean": mean("fit_ms"),
+            "fit_ms_median": float(np.median([r["fit_ms"] for r in rows])),
+            "pose_estimate_ms_mean": mean("pose_estimate_ms"),
+        }
+
+    buckets = {}
+    for low, high in YAW_BUCKETS:
+        inside = [r for r in records if low <= abs(r["yaw"]) < high or abs(r["yaw"]) == high == 90]
+        buckets[f"[{low:.0f},{high:.0f}{']' if high == 90 else ')'}"] = stats(inside)
+    return {"all": stats(records), "yaw_buckets": buckets,
+            "empty_meshes": sum(bool(r.get("empty")) for r in records)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faces", type=int, default=60)
+    parser.add_argument("--network-faces", type=int, default=24)
+    parser.add_argument("--batch", type=int, default=6)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/facerecon-bench-cache"))
+    args = parser.parse_args()
+
+    from training.engine.synth import SyntheticFaces
+    from training.engine.voxelize import fill_volume
+
+    torch.set_num_threads(1)  # the fit is many small ops: one thread, no stalls on a busy CPU
+    face_model = load_face_model(SHARED / "facemodel" / "ict_face_light.npz")
+    engine = SyntheticFaces.from_shared(
+        SHARED, args.cache, "heldout", photo_limit=64, seed=SEED, yaw_buckets=YAW_BUCKETS
+    )
+    checkpoint = next((c for c in CHECKPOINTS if c.is_file()), None)
+    network = None
+    if checkpoint is not None and args.network_faces > 0:
+        from facerecon.models import load_checkpoint
+
+        network, _ = load_checkpoint(checkpoint, "cpu")
+        network.eval()
+
+    truth_records, network_records = [], []
+    for index, first in enumerate(range(0, args.faces, args.batch)):
+        batch = engine.batch(index, min(args.batch, args.faces - first))
+        volumes = fill_volume(batch.front, batch.back).float().numpy()
+        truth_records += register_volumes(volumes, batch, face_model, first)
+        if network is not None and first < args.network_faces:
+            with torch.inference_mode():
+                predicted = torch.sigmoid(network(batch.image)).float().numpy()
+            network_records += register_volumes(predicted, batch, face_model, first)
+        print(f"{first + len(batch.yaw)} faces", flush=True)
+
+    figures = {
+        "machine_note": "shared 2-core CPU (other engineers' jobs and a training run); "
+        f"load average at the end {os.getloadavg()[0]:.1f}; one torch thread",
+        "seed": SEED,
+        "ground_truth_volume": summarise(truth_records),
+        "network_volume": (
+            {"checkpoint": str(checkpoint.relative_to(REPO)), **summarise(network_records)}
+            if network_records
+            else None
+        ),
+        "faces": {"ground_truth_volume": truth_records, "network_volume": network_records},
+    }
+    save("registration", figures)
+
+
+if __name__ == "__main__":
+    main()
