@@ -139,7 +139,7 @@ def register_batch(
                    rotation, scale, translation, face_size, coefficients)  # fmt: skip
         for iteration in range(stage.iterations):
             fit.step(iteration, stage, shape=iteration >= stage.shape_from)
-        best = _best_rows(fit.robust_cost(), owners, count, stage.keep)
+        best = _best_rows(fit.cost, owners, count, stage.keep)
         fit.keep(best)
         owners = [owners[r] for r in best]
         rotation, scale, translation = fit.rotation, fit.scale, fit.translation
@@ -324,7 +324,7 @@ class _Fit:
         self.targets = [self.targets[r] for r in rows]
         self.rotation, self.scale = self.rotation[rows], self.scale[rows]
         self.translation, self.coefficients = self.translation[rows], self.coefficients[rows]
-        self.face_size = self.face_size[rows]
+        self.face_size, self.cost = self.face_size[rows], self.cost[rows]
 
     def posed(self, shape: torch.Tensor) -> torch.Tensor:
         """(B, N, 3) model-frame cm -> y-up frame pixels about each target's centre."""
@@ -359,6 +359,8 @@ class _Fit:
         self.sigma_cm = first * (last / first) ** (iteration / max(1, stage.iterations - 1))
         posed = self.posed(self.shape_subset())
         points, normals = _nearest(self.targets, posed, self.search_bound())
+        # the cost of the fit so far: on its last iteration, what ranks the starts
+        self.cost = self.robust_cost(posed, points, normals)
         scale = self.scale[:, None, None]
         residual = ((posed - points) * normals).sum(-1) / scale[..., 0]
         q = posed - self.translation[:, None]  # scale * R @ shape
@@ -399,11 +401,11 @@ class _Fit:
         side = (xy.amax(1) - xy.amin(1)).amax(-1) * self.scale
         return torch.log(side / self.face_size)
 
-    def robust_cost(self) -> torch.Tensor:
-        """(B,) mean Geman-McClure cost over camera-facing fitted vertices; a match whose
-        normal disagrees costs 1."""
-        posed = self.posed(self.shape_subset())
-        points, normals = _nearest(self.targets, posed, self.search_bound())
+    def robust_cost(
+        self, posed: torch.Tensor, points: torch.Tensor, normals: torch.Tensor
+    ) -> torch.Tensor:
+        """(B,) mean Geman-McClure cost over camera-facing fitted vertices (a match whose
+        normal disagrees costs 1), plus a penalty for an implausible face size."""
         residual_cm = ((posed - points) * normals).sum(-1) / self.scale[:, None]
         facing = self.normals @ self.rotation.transpose(1, 2)
         seen = facing[..., 2] > self.settings.facing_min
