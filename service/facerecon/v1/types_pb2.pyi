@@ -20,6 +20,12 @@ class ImageFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IMAGE_FORMAT_UNSPECIFIED: _ClassVar[ImageFormat]
     IMAGE_FORMAT_PNG: _ClassVar[ImageFormat]
     IMAGE_FORMAT_JPEG: _ClassVar[ImageFormat]
+
+class ChipLayout(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHIP_LAYOUT_UNSPECIFIED: _ClassVar[ChipLayout]
+    CHIP_LAYOUT_ARCFACE_112: _ClassVar[ChipLayout]
+    CHIP_LAYOUT_DLIB_150: _ClassVar[ChipLayout]
 MESH_ENCODING_UNSPECIFIED: MeshEncoding
 MESH_ENCODING_RAW: MeshEncoding
 MESH_ENCODING_GLB: MeshEncoding
@@ -28,6 +34,9 @@ MESH_ENCODING_OBJ: MeshEncoding
 IMAGE_FORMAT_UNSPECIFIED: ImageFormat
 IMAGE_FORMAT_PNG: ImageFormat
 IMAGE_FORMAT_JPEG: ImageFormat
+CHIP_LAYOUT_UNSPECIFIED: ChipLayout
+CHIP_LAYOUT_ARCFACE_112: ChipLayout
+CHIP_LAYOUT_DLIB_150: ChipLayout
 
 class FaceBox(_message.Message):
     __slots__ = ("x0", "y0", "x1", "y1")
@@ -66,7 +75,7 @@ class ViewAngle(_message.Message):
     def __init__(self, yaw_deg: _Optional[float] = ..., pitch_deg: _Optional[float] = ...) -> None: ...
 
 class ReconstructOptions(_message.Message):
-    __slots__ = ("mesh_encodings", "views", "view_size", "view_format", "background", "frontal_view", "pose", "decimate_faces")
+    __slots__ = ("mesh_encodings", "views", "view_size", "view_format", "background", "frontal_view", "pose", "decimate_faces", "chip_layouts", "visibility", "target_pose", "pose_reference_image")
     MESH_ENCODINGS_FIELD_NUMBER: _ClassVar[int]
     VIEWS_FIELD_NUMBER: _ClassVar[int]
     VIEW_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +84,10 @@ class ReconstructOptions(_message.Message):
     FRONTAL_VIEW_FIELD_NUMBER: _ClassVar[int]
     POSE_FIELD_NUMBER: _ClassVar[int]
     DECIMATE_FACES_FIELD_NUMBER: _ClassVar[int]
+    CHIP_LAYOUTS_FIELD_NUMBER: _ClassVar[int]
+    VISIBILITY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_POSE_FIELD_NUMBER: _ClassVar[int]
+    POSE_REFERENCE_IMAGE_FIELD_NUMBER: _ClassVar[int]
     mesh_encodings: _containers.RepeatedScalarFieldContainer[MeshEncoding]
     views: _containers.RepeatedCompositeFieldContainer[ViewAngle]
     view_size: int
@@ -83,7 +96,25 @@ class ReconstructOptions(_message.Message):
     frontal_view: bool
     pose: bool
     decimate_faces: int
-    def __init__(self, mesh_encodings: _Optional[_Iterable[_Union[MeshEncoding, str]]] = ..., views: _Optional[_Iterable[_Union[ViewAngle, _Mapping]]] = ..., view_size: _Optional[int] = ..., view_format: _Optional[_Union[ImageFormat, str]] = ..., background: _Optional[_Union[Color, _Mapping]] = ..., frontal_view: _Optional[bool] = ..., pose: _Optional[bool] = ..., decimate_faces: _Optional[int] = ...) -> None: ...
+    chip_layouts: _containers.RepeatedScalarFieldContainer[ChipLayout]
+    visibility: bool
+    target_pose: Pose
+    pose_reference_image: bytes
+    def __init__(self, mesh_encodings: _Optional[_Iterable[_Union[MeshEncoding, str]]] = ..., views: _Optional[_Iterable[_Union[ViewAngle, _Mapping]]] = ..., view_size: _Optional[int] = ..., view_format: _Optional[_Union[ImageFormat, str]] = ..., background: _Optional[_Union[Color, _Mapping]] = ..., frontal_view: _Optional[bool] = ..., pose: _Optional[bool] = ..., decimate_faces: _Optional[int] = ..., chip_layouts: _Optional[_Iterable[_Union[ChipLayout, str]]] = ..., visibility: _Optional[bool] = ..., target_pose: _Optional[_Union[Pose, _Mapping]] = ..., pose_reference_image: _Optional[bytes] = ...) -> None: ...
+
+class Chip(_message.Message):
+    __slots__ = ("layout", "width", "height", "format", "image")
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    layout: ChipLayout
+    width: int
+    height: int
+    format: ImageFormat
+    image: bytes
+    def __init__(self, layout: _Optional[_Union[ChipLayout, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[_Union[ImageFormat, str]] = ..., image: _Optional[bytes] = ...) -> None: ...
 
 class RawMesh(_message.Message):
     __slots__ = ("vertex_count", "face_count", "vertices", "faces", "colors", "normals")
@@ -114,20 +145,28 @@ class Mesh(_message.Message):
     def __init__(self, raw: _Optional[_Union[RawMesh, _Mapping]] = ..., glb: _Optional[bytes] = ..., ply: _Optional[bytes] = ..., obj: _Optional[bytes] = ...) -> None: ...
 
 class View(_message.Message):
-    __slots__ = ("yaw_deg", "pitch_deg", "width", "height", "format", "image")
+    __slots__ = ("yaw_deg", "pitch_deg", "width", "height", "format", "image", "visibility_mask", "visible_fraction", "chips", "landmarks")
     YAW_DEG_FIELD_NUMBER: _ClassVar[int]
     PITCH_DEG_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    VISIBILITY_MASK_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    CHIPS_FIELD_NUMBER: _ClassVar[int]
+    LANDMARKS_FIELD_NUMBER: _ClassVar[int]
     yaw_deg: float
     pitch_deg: float
     width: int
     height: int
     format: ImageFormat
     image: bytes
-    def __init__(self, yaw_deg: _Optional[float] = ..., pitch_deg: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[_Union[ImageFormat, str]] = ..., image: _Optional[bytes] = ...) -> None: ...
+    visibility_mask: bytes
+    visible_fraction: float
+    chips: _containers.RepeatedCompositeFieldContainer[Chip]
+    landmarks: Landmarks
+    def __init__(self, yaw_deg: _Optional[float] = ..., pitch_deg: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[_Union[ImageFormat, str]] = ..., image: _Optional[bytes] = ..., visibility_mask: _Optional[bytes] = ..., visible_fraction: _Optional[float] = ..., chips: _Optional[_Iterable[_Union[Chip, _Mapping]]] = ..., landmarks: _Optional[_Union[Landmarks, _Mapping]] = ...) -> None: ...
 
 class Pose(_message.Message):
     __slots__ = ("yaw_deg", "pitch_deg", "roll_deg")
