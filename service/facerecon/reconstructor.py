@@ -230,7 +230,7 @@ class Reconstructor:
         self, face: PreparedFace, volume: np.ndarray, options: ReconstructOptions
     ) -> Reconstruction:
         options.validate()
-        self._check_available(options)
+        self.check_available(options)
         timings = dict(face.timings_ms)
         with _Timer(timings, "mesh"):
             mesh = volume_to_mesh(volume)
@@ -275,7 +275,8 @@ class Reconstructor:
             texture=texture,
         )
 
-    def _check_available(self, options: ReconstructOptions) -> None:
+    def check_available(self, options: ReconstructOptions) -> None:
+        """FeatureUnavailable if `options` need something not installed (the face model)."""
         if options.registration and self.face_model is None:
             raise FeatureUnavailable(FACE_MODEL_MISSING)
 
@@ -288,7 +289,7 @@ class Reconstructor:
     ) -> Reconstruction:
         options = options or ReconstructOptions()
         options.validate()
-        self._check_available(options)
+        self.check_available(options)
         face = self.prepare(data, face_box=face_box, landmarks=landmarks)
         (volume,) = self.predict([face])
         return self.finish(face, volume, options)
