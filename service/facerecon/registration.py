@@ -28,7 +28,9 @@ All tensors carry a leading batch axis; only the nearest-neighbour queries loop 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,6 +114,33 @@ def register(
     return register_batch([mesh], face_model, [pose_init], settings)[0]
 
 
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run torch on one intra-op thread inside the block (process-wide, re-entrant and
+    thread-safe: the first caller in sets it, the last one out restores it).
+
+    The fit is thousands of small ops: on a busy 2-core machine each parallel region waits
+    for a descheduled worker, and two threads measured 10x slower than one.
+    """
+    global _single_users, _saved_threads
+    with _threads_lock:
+        if _single_users == 0:
+            _saved_threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _single_users += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _single_users -= 1
+            if _single_users == 0:
+                torch.set_num_threads(_saved_threads)
+
+
+_threads_lock = threading.Lock()
+_single_users, _saved_threads = 0, 1
+
+
 @torch.no_grad()
 def register_batch(
     meshes: Sequence[Mesh],
@@ -121,6 +150,17 @@ def register_batch(
     face_sizes: Sequence[float | None] | None = None,
 ) -> list[Registration]:
     """`register` for several meshes at once (one batched fit)."""
+    with single_threaded():
+        return _register_batch(meshes, face_model, poses_init, settings, face_sizes)
+
+
+def _register_batch(
+    meshes: Sequence[Mesh],
+    face_model: FaceModel,
+    poses_init: Sequence[Pose | None] | None,
+    settings: FitSettings | None,
+    face_sizes: Sequence[float | None] | None,
+) -> list[Registration]:
     settings = settings or FitSettings()
     count = len(meshes)
     poses_init = poses_init or [None] * count

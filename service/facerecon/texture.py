@@ -27,7 +27,7 @@ from PIL import Image
 
 from facerecon.face_model import FaceModel
 from facerecon.mesh import FLIP_Y
-from facerecon.registration import Registration
+from facerecon.registration import Registration, single_threaded
 from facerecon.render import _rasterize
 
 TEXTURE_SIZE = 512
@@ -46,6 +46,13 @@ def bake_texture(
     """(size, 2 * size, 3) uint8 RGB atlas for `registration`'s mesh, from the photo."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    with single_threaded():  # the rasteriser's many small ops (see registration.py)
+        return _bake(registration, image, face_model, size)
+
+
+def _bake(
+    registration: Registration, image: np.ndarray, face_model: FaceModel, size: int
+) -> np.ndarray:
     texels, triangle, weights = _uv_raster(face_model, size)
     corners = registration.triangles[triangle]  # (T, 3) vertex indices per covered texel
     normals = registration.to_mesh().normals
@@ -76,7 +83,8 @@ def bake_texture(
 def prepare_atlas(face_model: FaceModel, size: int = TEXTURE_SIZE) -> None:
     """Rasterise the model's UV layout now (once per model and size, ~1 s) rather than in
     the first `bake_texture` call."""
-    _uv_raster(face_model, size)
+    with single_threaded():
+        _uv_raster(face_model, size)
 
 
 @lru_cache(maxsize=4)
