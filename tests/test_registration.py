@@ -68,8 +68,10 @@ def nme(predicted: np.ndarray, truth: np.ndarray) -> float:
 @pytest.mark.parametrize("pose", [(0.0, 0.0, 0.0), (35.0, 10.0, -5.0), (-70.0, -15.0, 10.0)])
 def test_registration_of_a_perfect_volume_recovers_pose_and_landmarks(face_model, pose):
     mesh, landmarks = solid_head_volume(pose)
+    threads = torch.get_num_threads()
     # no pose estimate given: the fit must find the head's orientation by itself
     result = register(mesh, face_model, None)
+    assert torch.get_num_threads() == threads  # the fit's single-thread setting is undone
     fitted = np.array([result.pose.yaw, result.pose.pitch, result.pose.roll])
     assert np.abs(fitted - pose).max() < 3.0
     assert nme(result.landmarks68_3d, landmarks) < 0.07
