@@ -2,15 +2,16 @@
 
 The model is not part of the product: users bring their own copy of the ICT-FaceKit
 (MIT licence, USC Institute for Creative Technologies) and convert it once with
-`facerecon import-face-model DIR` (see `facerecon.face_model_import`). `load_face_model()`
-reads the npz from `$FACERECON_FACE_MODEL`, else `~/.local/share/facerecon/ict_face_light.npz`,
-and returns None when there is none, so that everything else works without it.
+`facerecon import-face-model DIR` (`import_face_model` below). `load_face_model()` reads the
+npz from `$FACERECON_FACE_MODEL`, else `~/.local/share/facerecon/ict_face_light.npz`, and
+returns None when there is none, so that everything else works without it.
 
 The npz holds the full ICT topology (26,719 vertices; arrays described in
 `../shared/facemodel/README.md`). Shapes are `neutral + w_id @ identity + w_exp @ expression`
 in centimetres, +x the subject's left, +y up, +z out of the face. Only the outer head
-(`HEAD_REGIONS`: the face and the head and neck) is kept for registration: the eyeballs,
-mouth interior, teeth and eyelashes are not seen by a volume's surface.
+(`HEAD_REGIONS`: the face, and the head and neck) is kept: it is the surface a volume shows.
+The eyeballs, mouth interior, teeth and eyelashes are left out, so the eyes of a registered
+mesh are open holes.
 """
 
 from __future__ import annotations
