@@ -11,21 +11,31 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from facerecon.chips import (
+    ARCFACE_112,
+    LAYOUTS,
+    align_chip,
+    layout_points,
+    project,
+    seen_vertices,
+    template_landmarks68,
+    visibility_masks,
+)
 from facerecon.crop import CropTransform, normalise_face
 from facerecon.errors import FACE_MODEL_MISSING, FeatureUnavailable, InputError
 from facerecon.face_model import load_face_model
 from facerecon.image import decode_image
 from facerecon.mesh import Mesh, decimate, sample_colors, to_image_space, volume_to_mesh
 from facerecon.models import count_parameters, fold_batchnorm, load_checkpoint
-from facerecon.pose import Pose, estimate_pose
+from facerecon.pose import Pose, estimate_pose, rotation_matrix
 from facerecon.registration import Registration, register
-from facerecon.render import frontal_view, render_views
+from facerecon.render import render_views
 from facerecon.texture import bake_texture, prepare_atlas
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "facerecon.pt"
@@ -50,6 +60,9 @@ class ReconstructOptions:
     pose: bool = True
     decimate_faces: int | None = None
     registration: bool = False  # fit the face model (needs it installed); adds a UV texture
+    chips: tuple[str, ...] = ()  # aligned chips of every view, facerecon.chips.LAYOUTS names
+    visibility: bool = False  # per view: which pixels show surface seen in the photo
+    target_pose: Pose | None = None  # also render the head at this pose (roll ignored)
 
     def validate(self) -> None:
         if len(self.views) > MAX_VIEWS:
@@ -70,6 +83,16 @@ class ReconstructOptions:
             raise InputError(
                 "background must be three values in 0..255", field="options.background"
             )
+        for name in self.chips:
+            if name not in LAYOUTS:
+                raise InputError(f"unknown chip layout {name!r}: use one of {sorted(LAYOUTS)}",
+                                 field="options.chip_layouts")  # fmt: skip
+        if self.target_pose is not None:
+            yaw, pitch = self.target_pose.yaw, self.target_pose.pitch
+            if not (np.isfinite(yaw) and np.isfinite(pitch) and abs(yaw) <= 180
+                    and abs(pitch) <= 90):  # fmt: skip
+                raise InputError("target pose must have yaw within ±180° and pitch within ±90°",
+                                 field="options.target_pose")  # fmt: skip
         if self.decimate_faces is not None and self.decimate_faces < 100:
             raise InputError("decimation target must be at least 100 faces",
                              field="options.decimate_faces")  # fmt: skip
@@ -101,6 +124,10 @@ class View:
     yaw: float
     pitch: float
     image: np.ndarray  # (S, S, 4) uint8 RGBA
+    chips: dict[str, np.ndarray] = field(default_factory=dict)  # layout -> (s, s, 4) RGBA
+    points5: np.ndarray | None = None  # (5, 2) eyes, nose tip, mouth corners (ArcFace order)
+    visibility: np.ndarray | None = None  # (S, S) bool: shows surface seen in the photo
+    visible_fraction: float | None = None  # seen pixels / head pixels
 
 
 @dataclass
@@ -114,6 +141,7 @@ class Reconstruction:
     model: ModelInfo
     registration: Registration | None = None  # when options.registration
     texture: np.ndarray | None = None  # (S, 2S, 3) uint8 UV atlas of the registered mesh
+    matched: View | None = None  # when options.target_pose: the head at that pose
 
 
 class _Timer:
@@ -245,24 +273,51 @@ class Reconstructor:
             t = face.transform
             mesh = sample_colors(to_image_space(mesh, t.scale, t.tx, t.ty), face.image)
         pose = None
-        if options.pose or options.frontal:
+        if options.pose or options.frontal or options.chips or options.target_pose is not None:
             with _Timer(timings, "pose"):
                 pose = estimate_pose(mesh)
+        # every view with the full rotation (y-up frame) that turned the mesh into it
+        rendered: list[tuple[View, np.ndarray]] = []
         with _Timer(timings, "render"):
-            views = []
+            size, background = options.view_size, options.background
             if options.views:
-                images = render_views(mesh, options.views, options.view_size, options.background)
-                views = [View(y, p, im) for (y, p), im in zip(options.views, images, strict=True)]
-            frontal = None
+                images = render_views(mesh, options.views, size, background)
+                for (yaw, pitch), image in zip(options.views, images, strict=True):
+                    rendered.append((View(yaw, pitch, image), rotation_matrix(yaw, pitch)))
             if options.frontal:
-                image = frontal_view(mesh, pose, options.view_size, options.background)
-                frontal = View(0.0, 0.0, image)
+                turn = pose.matrix().T
+                image = render_views(mesh, [(0.0, 0.0)], size, background, rotation=turn)[0]
+                rendered.append((View(0.0, 0.0, image), turn))
+            if options.target_pose is not None:
+                target = options.target_pose
+                turn = rotation_matrix(target.yaw, target.pitch) @ pose.matrix().T
+                image = render_views(mesh, [(0.0, 0.0)], size, background, rotation=turn)[0]
+                rendered.append((View(target.yaw, target.pitch, image), turn))
         registration = texture = None
         if options.registration:
             with _Timer(timings, "registration"):
                 registration = register(mesh, self.face_model, pose)
             with _Timer(timings, "texture"):
                 texture = bake_texture(registration, face.image, self.face_model)
+        if options.chips or options.visibility:
+            with _Timer(timings, "chips"):
+                landmarks = seen = None
+                if options.chips:
+                    landmarks = (
+                        registration.landmarks68_3d
+                        if registration is not None
+                        else template_landmarks68(mesh, pose, face.transform)
+                    )
+                if options.visibility:
+                    seen = seen_vertices(mesh)
+                rendered = [
+                    (_annotated(view, turn, mesh, landmarks, seen, options.chips), turn)
+                    for view, turn in rendered
+                ]
+        views = [view for view, _ in rendered[: len(options.views)]]
+        extra = iter(view for view, _ in rendered[len(options.views) :])
+        frontal = next(extra) if options.frontal else None
+        matched = next(extra) if options.target_pose is not None else None
         return Reconstruction(
             mesh=mesh,
             views=views,
@@ -273,7 +328,19 @@ class Reconstructor:
             model=self.info,
             registration=registration,
             texture=texture,
+            matched=matched,
         )
+
+    def estimate_pose(
+        self,
+        data: bytes | np.ndarray,
+        face_box: Sequence[float] | None = None,
+        landmarks: np.ndarray | Sequence[Sequence[float]] | None = None,
+    ) -> Pose:
+        """The head pose in a photo (e.g. the one a pose-matched view should copy)."""
+        face = self.prepare(data, face_box=face_box, landmarks=landmarks)
+        (volume,) = self.predict([face])
+        return self.finish(face, volume, POSE_ONLY).pose
 
     def check_available(self, options: ReconstructOptions) -> None:
         """FeatureUnavailable if `options` need something not installed (the face model)."""
@@ -286,13 +353,54 @@ class Reconstructor:
         face_box: Sequence[float] | None = None,
         landmarks: np.ndarray | Sequence[Sequence[float]] | None = None,
         options: ReconstructOptions | None = None,
+        pose_reference: bytes | np.ndarray | None = None,
     ) -> Reconstruction:
+        """`pose_reference`: a second photo whose head pose `Reconstruction.matched` copies
+        (it sets `options.target_pose`)."""
         options = options or ReconstructOptions()
         options.validate()
+        if pose_reference is not None:
+            options = replace(options, target_pose=self.reference_pose(pose_reference))
         self.check_available(options)
         face = self.prepare(data, face_box=face_box, landmarks=landmarks)
         (volume,) = self.predict([face])
         return self.finish(face, volume, options)
+
+    def reference_pose(self, data: bytes | np.ndarray) -> Pose:
+        """`estimate_pose` of a pose-reference photo; its errors name that field."""
+        try:
+            return self.estimate_pose(data)
+        except InputError as error:
+            raise InputError(
+                f"pose reference image: {error.message}", field="options.pose_reference_image"
+            ) from None
+
+
+POSE_ONLY = ReconstructOptions(frontal=False, pose=True)
+
+
+def _annotated(
+    view: View,
+    rotation: np.ndarray,
+    mesh: Mesh,
+    landmarks68: np.ndarray | None,
+    seen: np.ndarray | None,
+    layouts: tuple[str, ...],
+) -> View:
+    """`view` with its chips (from the 68 landmarks projected like the view) and its
+    visibility (from the seen vertices)."""
+    size = view.image.shape[0]
+    chips, points5, mask, fraction = {}, None, None, None
+    if landmarks68 is not None:
+        points = project(mesh, landmarks68, rotation, size)
+        points5 = layout_points(points, ARCFACE_112)
+        for name in layouts:
+            layout = LAYOUTS[name]
+            chips[name] = align_chip(view.image, layout_points(points, layout), layout)
+    if seen is not None:
+        masks, fractions = visibility_masks(mesh, seen, [(0.0, 0.0)], size, rotation)
+        mask, fraction = masks[0], float(fractions[0])
+    return replace(view, chips=chips, points5=points5, visibility=mask, visible_fraction=fraction)
 
 
 def _check_array(image: np.ndarray) -> np.ndarray:
