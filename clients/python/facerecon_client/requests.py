@@ -15,6 +15,7 @@ MESH_ENCODINGS = {
     "obj": types.MESH_ENCODING_OBJ,
 }
 IMAGE_FORMATS = {"png": types.IMAGE_FORMAT_PNG, "jpeg": types.IMAGE_FORMAT_JPEG}
+CHIP_LAYOUTS = {"arcface112": types.CHIP_LAYOUT_ARCFACE_112, "dlib150": types.CHIP_LAYOUT_DLIB_150}
 
 
 def build_request(
@@ -31,8 +32,16 @@ def build_request(
     frontal_view: bool = False,
     pose: bool = True,
     decimate_faces: int | None = None,
+    chip_layouts: Iterable[str] = (),
+    visibility: bool = False,
+    target_pose: tuple[float, float] | None = None,
+    pose_reference: bytes | str | Path | None = None,
 ) -> pb.ReconstructRequest:
-    """A ReconstructRequest; `image` is encoded bytes or a file path. Angles in degrees."""
+    """A ReconstructRequest; `image` is encoded bytes or a file path. Angles in degrees.
+
+    `chip_layouts`: "arcface112" and/or "dlib150" aligned chips of every view; `visibility`:
+    per-view seen masks; `target_pose` (yaw, pitch) or `pose_reference` (a photo, bytes or
+    path, whose pose to copy): also render the matched view."""
     if not isinstance(image, bytes):
         image = Path(image).read_bytes()
     options = types.ReconstructOptions(
@@ -43,7 +52,15 @@ def build_request(
         frontal_view=frontal_view,
         pose=pose,
         decimate_faces=decimate_faces or 0,
+        chip_layouts=[CHIP_LAYOUTS[c.lower()] for c in chip_layouts],
+        visibility=visibility,
     )
+    if target_pose is not None:
+        options.target_pose.CopyFrom(types.Pose(yaw_deg=target_pose[0], pitch_deg=target_pose[1]))
+    elif pose_reference is not None:
+        if not isinstance(pose_reference, bytes):
+            pose_reference = Path(pose_reference).read_bytes()
+        options.pose_reference_image = pose_reference
     if background is not None:
         options.background.CopyFrom(types.Color(r=background[0], g=background[1], b=background[2]))
     request = pb.ReconstructRequest(request_id=request_id, image=image, options=options)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from facerecon import export
 from facerecon.errors import InputError
+from facerecon.pose import Pose
 from facerecon.reconstructor import Reconstruction, ReconstructOptions, View
 from facerecon.v1 import service_pb2 as pb
 from facerecon.v1 import types_pb2 as types
@@ -23,6 +24,11 @@ MAX_REQUEST_ID = 128
 DEFAULT_VIEW_SIZE = 256
 JPEG_QUALITY = 90
 WHITE = (255, 255, 255)
+CHIP_LAYOUTS = {  # ChipLayout value -> facerecon.chips layout name
+    types.CHIP_LAYOUT_ARCFACE_112: "arcface112",
+    types.CHIP_LAYOUT_DLIB_150: "dlib150",
+}
+CHIP_ENUMS = {name: value for value, name in CHIP_LAYOUTS.items()}
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class ParsedRequest:
     options: ReconstructOptions
     encodings: frozenset[int]  # MeshEncoding values
     view_format: int  # ImageFormat value (PNG or JPEG)
+    pose_reference: bytes | None = None  # a photo whose head pose the matched view copies
 
 
 def parse_request(request: pb.ReconstructRequest, request_id: str) -> ParsedRequest:
@@ -67,6 +74,21 @@ def parse_request(request: pb.ReconstructRequest, request_id: str) -> ParsedRequ
     background = (
         (o.background.r, o.background.g, o.background.b) if o.HasField("background") else None
     )
+    if not set(o.chip_layouts) <= CHIP_LAYOUTS.keys():
+        raise InputError(
+            "unknown chip layout: use ARCFACE_112 or DLIB_150", field="options.chip_layouts"
+        )
+    target_pose = pose_reference = None
+    match o.WhichOneof("pose_match"):
+        case "target_pose":
+            target_pose = Pose(o.target_pose.yaw_deg, o.target_pose.pitch_deg, 0.0)
+        case "pose_reference_image":
+            if not o.pose_reference_image:
+                raise InputError(
+                    "pose_reference_image is empty: send the photo's encoded bytes",
+                    field="options.pose_reference_image",
+                )
+            pose_reference = o.pose_reference_image
     options = ReconstructOptions(
         views=tuple((v.yaw_deg, v.pitch_deg) for v in o.views),
         view_size=o.view_size or DEFAULT_VIEW_SIZE,
@@ -74,11 +96,15 @@ def parse_request(request: pb.ReconstructRequest, request_id: str) -> ParsedRequ
         frontal=o.frontal_view,
         pose=o.pose,
         decimate_faces=o.decimate_faces or None,
+        chips=tuple(CHIP_LAYOUTS[c] for c in o.chip_layouts),
+        visibility=o.visibility,
+        target_pose=target_pose,
     )
     options.validate()
     return ParsedRequest(
-        request_id, request.image, face_box, landmarks, options, encodings, view_format
-    )
+        request_id, request.image, face_box, landmarks, options, encodings, view_format,
+        pose_reference,
+    )  # fmt: skip
 
 
 def build_response(result: Reconstruction, parsed: ParsedRequest) -> pb.ReconstructResponse:
@@ -113,23 +139,50 @@ def build_response(result: Reconstruction, parsed: ParsedRequest) -> pb.Reconstr
     if result.pose is not None:
         p = result.pose
         response.pose.CopyFrom(types.Pose(yaw_deg=p.yaw, pitch_deg=p.pitch, roll_deg=p.roll))
+    if result.matched is not None:
+        m = result.matched
+        response.matched_view.CopyFrom(encode_view(m, parsed))
+        response.matched_pose.CopyFrom(types.Pose(yaw_deg=m.yaw, pitch_deg=m.pitch))
     return response
 
 
 def encode_view(view: View, parsed: ParsedRequest) -> types.View:
     height, width = view.image.shape[:2]
-    if parsed.view_format == types.IMAGE_FORMAT_JPEG:
-        data = to_jpeg(view.image, parsed.options.background or WHITE)
-    else:
-        data = export.to_png(view.image)
-    return types.View(
+    message = types.View(
         yaw_deg=view.yaw,
         pitch_deg=view.pitch,
         width=width,
         height=height,
         format=parsed.view_format,
-        image=data,
+        image=encode_image(view.image, parsed),
     )
+    for name, chip in view.chips.items():
+        message.chips.add(
+            layout=CHIP_ENUMS[name],
+            width=chip.shape[1],
+            height=chip.shape[0],
+            format=parsed.view_format,
+            image=encode_image(chip, parsed),
+        )
+    if view.points5 is not None:
+        message.landmarks.xy.extend(view.points5.reshape(-1).tolist())
+    if view.visibility is not None:
+        message.visibility_mask = encode_mask(view.visibility)
+        message.visible_fraction = view.visible_fraction
+    return message
+
+
+def encode_image(rgba: np.ndarray, parsed: ParsedRequest) -> bytes:
+    if parsed.view_format == types.IMAGE_FORMAT_JPEG:
+        return to_jpeg(rgba, parsed.options.background or WHITE)
+    return export.to_png(rgba)
+
+
+def encode_mask(mask: np.ndarray) -> bytes:
+    """A bool mask as an 8-bit greyscale PNG: 255 true, 0 false."""
+    buffer = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def to_jpeg(rgba: np.ndarray, background: tuple[int, int, int]) -> bytes:

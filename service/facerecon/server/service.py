@@ -13,13 +13,20 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 import numpy as np
 
 from facerecon.errors import InputError
-from facerecon.reconstructor import MAX_VIEWS, VIEW_SIZES, PreparedFace, Reconstructor
+from facerecon.pose import Pose
+from facerecon.reconstructor import (
+    MAX_VIEWS,
+    POSE_ONLY,
+    VIEW_SIZES,
+    PreparedFace,
+    Reconstructor,
+)
 from facerecon.server import convert
 from facerecon.server.admission import Admission, Slot
 from facerecon.server.batcher import DynamicBatcher
@@ -148,6 +155,9 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
             "landmarks_68",
             "pose",
             "frontal_view",
+            "chips",
+            "visibility",
+            "pose_match",
         ]
         if engine.reconstructor.detector is not None:
             features.append("face_detector")
@@ -182,6 +192,24 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
             raise failure(grpc.StatusCode.UNAVAILABLE, "model is loading; retry shortly")
         return self.engine
 
+    async def _reference_pose(
+        self, engine: Engine, data: bytes, slot: Slot, context: grpc.aio.ServicerContext
+    ) -> Pose:
+        """The head pose in a request's pose-reference photo (prepare, batch, pose only);
+        its input errors name that field."""
+        rec = engine.reconstructor
+        try:
+            face = await slot.run(self.pool, rec.prepare, data)
+            _check_alive(context)
+            volume = await engine.batcher.submit(face)
+            _check_alive(context)
+            result = await slot.run(self.pool, rec.finish, face, volume, POSE_ONLY)
+        except InputError as error:
+            raise InputError(
+                f"pose reference image: {error.message}", field="options.pose_reference_image"
+            ) from None
+        return result.pose
+
     async def _reconstruct(
         self,
         engine: Engine,
@@ -208,7 +236,11 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
             waited_ms = (time.perf_counter() - queued) * 1000.0
             face.timings_ms["queue"] = max(0.0, waited_ms - face.timings_ms.get("network", 0.0))
             _check_alive(context)
-            result = await slot.run(self.pool, rec.finish, face, volume, parsed.options)
+            options = parsed.options
+            if parsed.pose_reference is not None:
+                target = await self._reference_pose(engine, parsed.pose_reference, slot, context)
+                options = replace(options, target_pose=target)
+            result = await slot.run(self.pool, rec.finish, face, volume, options)
             del volume  # 30 MB: let it go before encoding
             _check_alive(context)
             encoded = time.perf_counter()
