@@ -36,7 +36,7 @@ from skimage.transform import SimilarityTransform
 
 from facerecon.crop import FRAMING, CropTransform
 from facerecon.mesh import FLIP_Y, Mesh
-from facerecon.pose import Pose
+from facerecon.pose import Pose, rotation_matrix
 from facerecon.render import FILL, render_depth, render_views
 
 # The mean ICT face's 68 landmarks (iBUG order) in the y-up camera frame of a frontal head:
@@ -103,6 +103,12 @@ DLIB_150 = ChipLayout(
 LAYOUTS = {layout.name: layout for layout in (ARCFACE_112, DLIB_150)}
 VISIBILITY_SIZE = 256  # z-buffer side for the seen-vertex test
 DEPTH_TOLERANCE = 0.02  # of the head's radius: how far behind the z-buffer still counts as seen
+
+
+def turn_to(pose: Pose, target: Pose) -> np.ndarray:
+    """The y-up-frame rotation that turns a head at `pose` to `target`'s yaw and pitch,
+    upright (roll 0): what a pose-matched view renders with."""
+    return rotation_matrix(target.yaw, target.pitch) @ pose.matrix().T
 
 
 def template_landmarks68(mesh: Mesh, pose: Pose, transform: CropTransform) -> np.ndarray:

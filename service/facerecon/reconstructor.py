@@ -25,6 +25,7 @@ from facerecon.chips import (
     project,
     seen_vertices,
     template_landmarks68,
+    turn_to,
     visibility_masks,
 )
 from facerecon.crop import CropTransform, normalise_face
@@ -290,7 +291,7 @@ class Reconstructor:
                 rendered.append((View(0.0, 0.0, image), turn))
             if options.target_pose is not None:
                 target = options.target_pose
-                turn = rotation_matrix(target.yaw, target.pitch) @ pose.matrix().T
+                turn = turn_to(pose, target)
                 image = render_views(mesh, [(0.0, 0.0)], size, background, rotation=turn)[0]
                 rendered.append((View(target.yaw, target.pitch, image), turn))
         registration = texture = None
