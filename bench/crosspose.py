@@ -1,0 +1,465 @@
+"""Cross-pose face recognition on CFP: do facerecon's rendered views help a real recogniser?
+
+    pip install -e ".[eval]"
+    python -m bench.crosspose [--people 100] [--weights weights/facerecon.pt]
+                              [--arcface-model PATH/w600k_r50.onnx]
+
+Writes bench/results/crosspose.json and docs/crosspose.png; caches embeddings (never images)
+under runs/crosspose/ (git-ignored). See bench/README_crosspose.md for the protocol.
+
+Recogniser: dlib's ResNet face embedding (face_recognition_models, public domain weights,
+150×150 chips, score = -Euclidean distance) by default; InsightFace ArcFace (112×112 chips,
+cosine) when `--arcface-model` names its ONNX file (nothing is downloaded).
+
+Data: CFP (/work/shared/realfaces/cfp): per person, frontal photos 01-02 are the gallery,
+frontal 09-10 and the 4 profiles are probes. Faces are found by YuNet. Probes are bucketed by
+the reconstruction's estimated |yaw|: [0, 30), [30, 60), [60, 90].
+
+Arms (every probe against every gallery photo; a person's score is the best of theirs):
+- raw: the photos as the recogniser's own pipeline aligns them (dlib: its 5-point shape
+  predictor in the YuNet box; ArcFace: YuNet's five points);
+- frontalised: the probe's reconstruction turned to frontal, chip from the geometry's points,
+  against the raw gallery;
+- pose_matched: the raw probe against each gallery photo's reconstruction rendered at the
+  probe's estimated yaw (on a 15° grid, pitch 0);
+- fusion: the mean of the three scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CFP = SHARED / "realfaces" / "cfp" / "images"
+YUNET = SHARED / "models" / "yunet" / "yunet_s_dynamic.onnx"
+CACHE = REPO / "runs" / "crosspose"
+PLOT = REPO / "docs" / "crosspose.png"
+CHECKPOINTS = [REPO / "weights" / "facerecon.pt", REPO / "runs" / "vrn-light-cpu" / "model.pt"]
+
+GALLERY = ("frontal/01.jpg", "frontal/02.jpg")
+FRONTAL_PROBES = ("frontal/09.jpg", "frontal/10.jpg")
+PROFILE_PROBES = ("profile/01.jpg", "profile/02.jpg", "profile/03.jpg", "profile/04.jpg")
+BUCKETS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
+ARMS = ("raw", "frontalised", "pose_matched", "fusion")
+YAW_GRID = np.arange(-90.0, 91.0, 15.0)  # gallery renders for the pose-matched arm
+VIEW_SIZE = 224
+BACKGROUND = (128, 128, 128)
+FARS = (0.01, 0.001)
+
+
+# ---- metrics (scores: higher = more alike) ----------------------------------------------
+
+
+def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> float:
+    """True accept rate at the strictest threshold whose false accept rate is <= `far`:
+    accept `score > t` with `t` the impostor score that exactly floor(far * n) exceed."""
+    if len(genuine) == 0 or len(impostor) == 0:
+        return float("nan")
+    ranked = np.sort(impostor)[::-1]
+    allowed = int(np.floor(far * len(ranked) + 1e-9))
+    threshold = ranked[allowed] if allowed < len(ranked) else -np.inf
+    return float(np.mean(genuine > threshold))
+
+
+def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> float:
+    """The error rate where false accepts equal false rejects (mean of the two at the
+    threshold where they are closest; thresholds at every observed score)."""
+    if len(genuine) == 0 or len(impostor) == 0:
+        return float("nan")
+    thresholds = np.unique(np.concatenate([genuine, impostor]))
+    gen, imp = np.sort(genuine), np.sort(impostor)
+    # accept score >= t: FRR = share of genuine below t, FAR = share of impostors at or above
+    frr = np.searchsorted(gen, thresholds, side="left") / len(gen)
+    far = 1.0 - np.searchsorted(imp, thresholds, side="left") / len(imp)
+    best = np.argmin(np.abs(far - frr))
+    return float((far[best] + frr[best]) / 2.0)
+
+
+def rank1(scores: np.ndarray, truth: np.ndarray) -> float:
+    """Share of probes (rows of `scores`, one column per gallery identity) whose best
+    gallery identity is their own (`truth`: column index per row)."""
+    if len(scores) == 0:
+        return float("nan")
+    return float(np.mean(np.argmax(scores, axis=1) == truth))
+
+
+def verification(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """TAR at each FAR, EER and rank-1 of a probe x identity score matrix."""
+    own = np.zeros(scores.shape, bool)
+    own[np.arange(len(truth)), truth] = True
+    genuine, impostor = scores[own], scores[~own]
+    out = {f"tar_at_far_{far:g}": tar_at_far(genuine, impostor, far) for far in FARS}
+    out["eer"] = equal_error_rate(genuine, impostor)
+    out["rank1"] = rank1(scores, truth)
+    return out
+
+
+def bootstrap(
+    metric: Callable[[np.ndarray], dict[str, float]],
+    identities: np.ndarray,
+    rounds: int = 500,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """Percentile confidence intervals of `metric(rows)` when the identities (`identities`:
+    one label per row) are resampled with replacement, taking all rows of each drawn one."""
+    rng = np.random.default_rng(seed)
+    people = np.unique(identities)
+    rows_of = {p: np.flatnonzero(identities == p) for p in people}
+    samples: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        drawn = rng.choice(people, size=len(people), replace=True)
+        rows = np.concatenate([rows_of[p] for p in drawn])
+        for name, value in metric(rows).items():
+            samples.setdefault(name, []).append(value)
+    tail = (1.0 - level) / 2.0 * 100.0
+    return {
+        name: (float(np.nanpercentile(v, tail)), float(np.nanpercentile(v, 100.0 - tail)))
+        for name, v in samples.items()
+    }
+
+
+def bucket_of(yaw: float) -> int:
+    return min(int(abs(yaw) // 30.0), len(BUCKETS) - 1)
+
+
+# ---- recognisers -------------------------------------------------------------------------
+
+
+class DlibRecogniser:
+    """dlib's ResNet (LFW 99.38 %), its 5-point aligner; 150×150 chips, -Euclidean score."""
+
+    layout = "dlib150"
+
+    def __init__(self) -> None:
+        import dlib
+
+        spec = importlib.util.find_spec("face_recognition_models")
+        if spec is None or spec.origin is None:
+            raise SystemExit("pip install face_recognition_models (the [eval] extra)")
+        models = Path(spec.origin).parent / "models"
+        self.dlib = dlib
+        self.shape = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
+        self.net = dlib.face_recognition_model_v1(
+            str(models / "dlib_face_recognition_resnet_model_v1.dat")
+        )
+        self.name = "dlib_resnet_v1"
+
+    def raw_chip(self, image: np.ndarray, box: np.ndarray, points5: np.ndarray) -> np.ndarray:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        shape = self.shape(image, self.dlib.rectangle(x0, y0, x1, y1))
+        return np.asarray(self.dlib.get_face_chip(image, shape, size=150, padding=0.25))
+
+    def embed(self, chips: list[np.ndarray]) -> np.ndarray:
+        if not chips:
+            return np.zeros((0, 128), np.float32)
+        chips = [np.ascontiguousarray(c) for c in chips]
+        return np.asarray(self.net.compute_face_descriptor(chips), np.float32)
+
+    @staticmethod
+    def scores(probes: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+        return -np.linalg.norm(probes[:, None] - gallery[None], axis=2)
+
+
+class ArcFaceRecogniser:
+    """InsightFace ArcFace from a user-supplied ONNX file; 112×112 chips, cosine score."""
+
+    layout = "arcface112"
+
+    def __init__(self, model: Path) -> None:
+        from insightface.model_zoo.arcface_onnx import ArcFaceONNX
+
+        self.net = ArcFaceONNX(model_file=str(model))
+        self.net.prepare(ctx_id=-1)
+        self.name = f"arcface:{model.name}"
+
+    def raw_chip(self, image: np.ndarray, box: np.ndarray, points5: np.ndarray) -> np.ndarray:
+        from insightface.utils import face_align
+
+        return face_align.norm_crop(image, points5.astype(np.float32), image_size=112)
+
+    def embed(self, chips: list[np.ndarray]) -> np.ndarray:
+        if not chips:
+            return np.zeros((0, 512), np.float32)
+        bgr = [np.ascontiguousarray(c[..., ::-1]) for c in chips]  # insightface takes BGR
+        features = np.asarray(self.net.get_feat(bgr), np.float32)
+        return features / np.linalg.norm(features, axis=1, keepdims=True)
+
+    @staticmethod
+    def scores(probes: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+        return probes @ gallery.T
+
+
+# ---- reconstruction + embeddings per photo ------------------------------------------------
+
+
+@dataclass
+class Photo:
+    person: int
+    name: str  # e.g. "profile/03.jpg"
+    found: bool = False
+    yaw: float = float("nan")
+    pitch: float = float("nan")
+    visible_fraction: float = float("nan")  # of the frontalised view
+    raw: np.ndarray | None = None  # embedding of the photo itself
+    frontal: np.ndarray | None = None  # embedding of the frontalised reconstruction
+    at_yaw: dict[float, np.ndarray] | None = None  # gallery: embeddings rendered per grid yaw
+
+
+def nearest_grid_yaw(yaw: float) -> float:
+    return float(YAW_GRID[np.argmin(np.abs(YAW_GRID - yaw))])
+
+
+def process(rec, recogniser, photo: Photo, gallery_yaws: list[float] | None) -> Photo:
+    """Detect, reconstruct, render and embed one photo (its pixels never leave memory).
+    `gallery_yaws`: for a gallery photo, the grid yaws to render it at; None for a probe."""
+    from facerecon.chips import LAYOUTS, align_chip, layout_points, project, template_landmarks68
+    from facerecon.chips import turn_to as turn_to_pose
+    from facerecon.errors import InputError
+    from facerecon.image import decode_image
+    from facerecon.pose import Pose
+    from facerecon.reconstructor import ReconstructOptions
+    from facerecon.render import render_views
+
+    gallery = gallery_yaws is not None
+    image = decode_image((CFP / f"{photo.person:03d}" / photo.name).read_bytes())
+    detections = rec.detector.detect(image)
+    if not detections:
+        return photo
+    best = detections[0]
+    options = ReconstructOptions(
+        frontal=not gallery,
+        pose=True,
+        view_size=VIEW_SIZE,
+        background=BACKGROUND,
+        chips=(recogniser.layout,),
+        visibility=not gallery,
+    )
+    try:
+        face = rec.prepare(image, face_box=best.box, landmarks=best.landmarks)
+        (volume,) = rec.predict([face])
+        result = rec.finish(face, volume, options)
+    except InputError:
+        return photo
+    photo.found = True
+    photo.yaw, photo.pitch = result.pose.yaw, result.pose.pitch
+    chips = [recogniser.raw_chip(image, np.asarray(best.box), np.asarray(best.landmarks))]
+    if gallery:  # rendered at every grid yaw, head upright, pitch 0
+        layout = LAYOUTS[recogniser.layout]
+        mesh, pose = result.mesh, result.pose
+        landmarks = template_landmarks68(mesh, pose, result.transform)
+        turns = [turn_to_pose(pose, Pose(yaw, 0.0, 0.0)) for yaw in gallery_yaws]
+        angles = [(yaw, 0.0) for yaw in gallery_yaws]
+        views = render_views(mesh, angles, VIEW_SIZE, BACKGROUND, rotation=pose.matrix().T)
+        for view, turn in zip(views, turns, strict=True):
+            points = layout_points(project(mesh, landmarks, turn, VIEW_SIZE), layout)
+            chips.append(align_chip(view[..., :3], points, layout))
+    else:
+        chips.append(result.frontal.chips[recogniser.layout][..., :3])
+        photo.visible_fraction = result.frontal.visible_fraction
+    embeddings = recogniser.embed(chips)
+    photo.raw = embeddings[0]
+    if gallery:
+        photo.at_yaw = dict(zip(gallery_yaws, embeddings[1:], strict=True))
+    else:
+        photo.frontal = embeddings[1]
+    return photo
+
+
+# ---- the protocol ---------------------------------------------------------------------------
+
+
+def score_matrices(
+    probes: list[Photo], gallery: list[Photo], people: list[int], recogniser
+) -> dict[str, np.ndarray]:
+    """Per arm, probe x person scores: the best over that person's gallery photos."""
+    column = {p: i for i, p in enumerate(people)}
+    raw_g = np.stack([g.raw for g in gallery])
+    raw_p = np.stack([p.raw for p in probes])
+    front_p = np.stack([p.frontal for p in probes])
+    per_photo = {
+        "raw": recogniser.scores(raw_p, raw_g),
+        "frontalised": recogniser.scores(front_p, raw_g),
+    }
+    matched = np.empty_like(per_photo["raw"])
+    for i, probe in enumerate(probes):
+        yaw = nearest_grid_yaw(probe.yaw)
+        rendered = np.stack([g.at_yaw[yaw] for g in gallery])
+        matched[i] = recogniser.scores(raw_p[i : i + 1], rendered)[0]
+    per_photo["pose_matched"] = matched
+    per_photo["fusion"] = (per_photo["raw"] + per_photo["frontalised"] + matched) / 3.0
+    owner = np.array([column[g.person] for g in gallery])
+    out = {}
+    for arm, s in per_photo.items():
+        best = np.full((len(probes), len(people)), -np.inf)
+        for j in range(len(people)):
+            best[:, j] = s[:, owner == j].max(axis=1)
+        out[arm] = best
+    return out
+
+
+def evaluate(
+    probes: list[Photo], gallery: list[Photo], people: list[int], recogniser, rounds: int
+) -> dict:
+    column = {p: i for i, p in enumerate(people)}
+    matrices = score_matrices(probes, gallery, people, recogniser)
+    truth = np.array([column[p.person] for p in probes])
+    identity = np.array([p.person for p in probes])
+    bucket = np.array([bucket_of(p.yaw) for p in probes])
+    report = {}
+    for b, (lo, hi) in enumerate(BUCKETS):
+        rows = np.flatnonzero(bucket == b)
+        entry = {
+            "probes": int(len(rows)),
+            "people": int(len(np.unique(identity[rows]))),
+            "mean_abs_yaw": float(np.mean(np.abs([probes[r].yaw for r in rows])))
+            if len(rows)
+            else None,
+            "frontal_view_visible_fraction": float(
+                np.mean([probes[r].visible_fraction for r in rows])
+            )
+            if len(rows)
+            else None,
+        }
+        for arm in ARMS:
+            scores = matrices[arm][rows]
+            point = verification(scores, truth[rows])
+            ci = bootstrap(
+                lambda sel, s=scores, t=truth[rows]: verification(s[sel], t[sel]),
+                identity[rows],
+                rounds=rounds,
+            ) if len(rows) else {}  # fmt: skip
+            entry[arm] = {k: {"value": v, "ci95": ci.get(k)} for k, v in point.items()}
+        report[f"{lo:g}-{hi:g}"] = entry
+    return report
+
+
+def plot(report: dict, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(report)
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for k, arm in enumerate(ARMS):
+        values, lows, highs = [], [], []
+        for label in labels:
+            m = report[label][arm]["tar_at_far_0.01"]
+            values.append(m["value"])
+            lo, hi = m["ci95"] or (m["value"], m["value"])
+            lows.append(m["value"] - lo)
+            highs.append(hi - m["value"])
+        ax.errorbar(x + (k - 1.5) * 0.08, values, yerr=[lows, highs], marker="o", capsize=3,
+                    label=arm.replace("_", " "))  # fmt: skip
+    ax.set_xticks(x, [f"|yaw| {label}°\n({report[label]['probes']} probes)" for label in labels])
+    ax.set_ylabel("TAR at FAR 1 %")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--people", type=int, default=100)
+    parser.add_argument("--weights", type=Path, default=None, help="default: shipped, else run")
+    parser.add_argument("--arcface-model", type=Path, default=None, help="ArcFace ONNX file")
+    parser.add_argument("--bootstrap", type=int, default=500, help="resampling rounds")
+    parser.add_argument("--name", default="crosspose", help="bench/results/<name>.json")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: fastest on a busy CPU)"
+    )
+    args = parser.parse_args()
+
+    import torch
+
+    from bench.results_io import save
+    from facerecon.reconstructor import Reconstructor
+
+    weights = args.weights or next((p for p in CHECKPOINTS if p.is_file()), None)
+    if weights is None or not CFP.is_dir():
+        raise SystemExit("needs a checkpoint and ../shared/realfaces/cfp")
+    torch.set_num_threads(args.threads)
+    recogniser = ArcFaceRecogniser(args.arcface_model) if args.arcface_model else DlibRecogniser()
+    rec = Reconstructor(weights, device="cpu", detector=YUNET)
+    people = sorted(int(p.name) for p in CFP.iterdir() if p.is_dir())[: args.people]
+
+    key = hashlib.sha256(f"{rec.info.sha256}|{recogniser.name}|{VIEW_SIZE}".encode()).hexdigest()
+    cache_path = CACHE / f"{key[:16]}.pkl"
+    cache: dict[tuple[int, str], Photo] = {}
+    if cache_path.is_file():
+        cache = pickle.loads(cache_path.read_bytes())
+    start = time.perf_counter()
+
+    def run(names: tuple[str, ...], yaws: list[float] | None) -> list[Photo]:
+        done = []
+        for n, person in enumerate(people):
+            for name in names:
+                photo = cache.get((person, name))
+                if photo is None or (yaws is not None and not set(yaws) <= set(photo.at_yaw or ())):
+                    photo = process(rec, recogniser, Photo(person, name), yaws)
+                    cache[(person, name)] = photo
+                done.append(photo)
+            if n % 10 == 9 or n == len(people) - 1:
+                CACHE.mkdir(parents=True, exist_ok=True)
+                cache_path.write_bytes(pickle.dumps(cache))
+                print(f"{names[0]}...: {n + 1}/{len(people)} people, "
+                      f"{time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
+        return done
+
+    # probes first: the gallery is rendered only at the grid yaws the probes need
+    probes = run(FRONTAL_PROBES + PROFILE_PROBES, None)
+    needed = sorted({nearest_grid_yaw(p.yaw) for p in probes if p.found})
+    gallery = run(GALLERY, needed)
+    missing = sum(not p.found for p in probes + gallery)
+    probes = [p for p in probes if p.found]
+    gallery = [g for g in gallery if g.found]
+    # only people with a gallery photo can be identified; probes of others are dropped
+    enrolled = sorted({g.person for g in gallery})
+    probes = [p for p in probes if p.person in set(enrolled)]
+    report = evaluate(probes, gallery, enrolled, recogniser, args.bootstrap)
+    checkpoint = str(weights.relative_to(REPO)) if weights.is_relative_to(REPO) else str(weights)
+    title = (
+        f"CFP, {len(enrolled)} people, {recogniser.name}, 95% CI over resampled identities\n"
+        f"facerecon {rec.info.variant} ({checkpoint}, sha256 {rec.info.sha256[:12]})"
+    )
+    plot(report, title, PLOT)
+    save(
+        args.name,
+        {
+            "recogniser": recogniser.name,
+            "weights": checkpoint,
+            "weights_sha256": rec.info.sha256,
+            "people": len(enrolled),
+            "gallery_photos": len(gallery),
+            "probes": len(probes),
+            "photos_without_face_or_surface": missing,
+            "view_size": VIEW_SIZE,
+            "yaw_grid_step_deg": float(YAW_GRID[1] - YAW_GRID[0]),
+            "bootstrap_rounds": args.bootstrap,
+            "seconds": round(time.perf_counter() - start, 1),
+            "buckets": report,
+        },
+    )
+    print(json.dumps({b: {a: report[b][a]["tar_at_far_0.01"]["value"] for a in ARMS}
+                      for b in report}, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
