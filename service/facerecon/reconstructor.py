@@ -33,9 +33,10 @@ from facerecon.errors import FACE_MODEL_MISSING, FeatureUnavailable, InputError
 from facerecon.face_model import load_face_model
 from facerecon.image import decode_image
 from facerecon.mesh import Mesh, decimate, sample_colors, to_image_space, volume_to_mesh
-from facerecon.models import count_parameters, fold_batchnorm, load_checkpoint
+from facerecon.models import VolumePose, count_parameters, fold_batchnorm, load_checkpoint
+from facerecon.models.volume_pose import estimate_volume_pose
 from facerecon.pose import Pose, estimate_pose, rotation_matrix
-from facerecon.registration import Registration, register
+from facerecon.registration import Registration, register, single_threaded
 from facerecon.render import render_views
 from facerecon.texture import bake_texture, prepare_atlas
 
@@ -50,6 +51,22 @@ class WeightsNotFound(RuntimeError):
 
 def default_weights_path() -> Path:
     return Path(os.environ.get("FACERECON_WEIGHTS", DEFAULT_WEIGHTS))
+
+
+def load_pose_model(weights: str | Path | None, vrn_weights: Path) -> VolumePose | None:
+    """The learned head-pose network: `weights`, else $FACERECON_POSE_WEIGHTS, else `pose.pt`
+    beside the VRN weights. None when that default file is absent (the geometric
+    `estimate_pose` is then used); a path asked for explicitly must exist."""
+    explicit = weights if weights is not None else os.environ.get("FACERECON_POSE_WEIGHTS")
+    path = Path(explicit) if explicit else vrn_weights.with_name("pose.pt")
+    if not path.is_file():
+        if explicit:
+            raise WeightsNotFound(f"no head-pose weights at {path}")
+        return None
+    model, _ = load_checkpoint(path, "cpu")
+    if not isinstance(model, VolumePose):
+        raise WeightsNotFound(f"{path} holds a {type(model).__name__}, not head-pose weights")
+    return fold_batchnorm(model)
 
 
 @dataclass(frozen=True)
@@ -176,6 +193,7 @@ class Reconstructor:
         threads: int | None = None,
         max_pixels: int = 40_000_000,
         face_model: str | Path | None = None,
+        pose_weights: str | Path | None = None,
     ):
         path = Path(weights) if weights is not None else default_weights_path()
         if not path.is_file():
@@ -205,6 +223,8 @@ class Reconstructor:
         if compile:
             self.model = torch.compile(self.model, mode="max-autotune-no-cudagraphs")
         self.max_pixels = max_pixels
+        # head pose from the volume by a small CNN (CPU, ~ms); None: geometric fallback
+        self.pose_model = load_pose_model(pose_weights, path)
         # optional: None unless installed ($FACERECON_FACE_MODEL or the default location)
         self.face_model = load_face_model(face_model)
         self.detector = None
@@ -276,7 +296,7 @@ class Reconstructor:
         pose = None
         if options.pose or options.frontal or options.chips or options.target_pose is not None:
             with _Timer(timings, "pose"):
-                pose = estimate_pose(mesh)
+                pose = self.head_pose(volume, mesh)
         # every view with the full rotation (y-up frame) that turned the mesh into it
         rendered: list[tuple[View, np.ndarray]] = []
         with _Timer(timings, "render"):
@@ -331,6 +351,13 @@ class Reconstructor:
             texture=texture,
             matched=matched,
         )
+
+    def head_pose(self, volume: np.ndarray, mesh: Mesh) -> Pose:
+        """The learned pose from the volume, or without pose weights the geometric one."""
+        if self.pose_model is None:
+            return estimate_pose(mesh)
+        with single_threaded():
+            return estimate_volume_pose(self.pose_model, volume)
 
     def estimate_pose(
         self,
