@@ -69,9 +69,10 @@ class Augment:
 
     thickness: float = 3.0  # front and back surfaces each move by up to this many slices
     warp: float = 6.0  # amplitude of a smooth depth error field, slices, up to
-    jitter: float = 4.0  # per-pixel depth noise sigma, slices, up to (softness along d)
+    jitter: float = 6.0  # per-pixel depth noise sigma, slices, up to (softness along d)
     outline: int = 4  # the outline grows or shrinks by up to this many pixels
-    back_cut: float = 0.5  # chance that the head keeps only 40..150 slices behind its front
+    back_cut: float = 0.3  # chance that the head keeps only 60..150 slices behind its front
+    vague: float = 0.7  # up to this much of a coarse (8 x 16 x 16 voxel) blur is mixed in
     noise: float = 0.1  # amplitude of blocky noise on the pooled occupancy, up to
     flip: float = 0.5
 
@@ -108,9 +109,15 @@ def augmented_volumes(
     front = front + shift[:, 0] + warp[:, 0] + jitter[:, 0]
     back = back - shift[:, 1] + warp[:, 1] + jitter[:, 1]
     cut = torch.rand(n, generator=g) < aug.back_cut
-    keep = torch.where(cut, uniform(40.0, 150.0), float("inf"))[:, None, None]
+    keep = torch.where(cut, uniform(60.0, 150.0), float("inf"))[:, None, None]
     back = torch.maximum(back, front - keep)
     volume = pooled_volume(front, back)
+    # VRN's volumes are vague far from the visible surface: ~35 % of their voxels are soft
+    # (0.1-0.9) against ~3 % of a ground truth's
+    coarse = F.interpolate(F.avg_pool3d(volume[:, None], (8, 4, 4)), size=volume.shape[1:],
+                           mode="trilinear")[:, 0]  # fmt: skip
+    vague = uniform(0.0, aug.vague, 1, 1, 1)
+    volume = volume.mul_(1.0 - vague).add_(coarse.mul_(vague))
 
     blocks = torch.randn(n, 25, 12, 12, generator=g) * uniform(0.0, aug.noise, 1, 1, 1)
     noise = blocks.repeat_interleave(8, 1).repeat_interleave(4, 2).repeat_interleave(4, 3)
