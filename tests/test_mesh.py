@@ -137,3 +137,10 @@ def test_decimate_keeps_shape_orientation_and_colours(sphere_volume):
     top = small.vertices[:, 1] < 85
     assert (small.colors[top] == [255, 0, 0]).all()
     assert decimate(mesh, 10**9) is mesh
+
+
+def test_stray_voxels_that_averaging_dissolves_give_an_empty_mesh():
+    volume = np.zeros((200, 192, 192), np.float32)
+    volume[100, 96, 96] = 0.9  # above the level alone, below it once averaged with neighbours
+    mesh = volume_to_mesh(volume)
+    assert mesh.vertices.shape == (0, 3) and mesh.faces.shape == (0, 3)

@@ -101,7 +101,7 @@ def volume_to_mesh(
     `step` averages step^3 voxel blocks before marching cubes: the full 1-voxel surface of a
     head has ~200k triangles, more than a 256-pixel view can show, and costs 4x the time.
     Only the largest connected component is kept, then lightly Taubin-smoothed. An empty
-    mesh comes back when no voxel exceeds `level`.
+    mesh comes back when no voxel (or no averaged block) exceeds `level`.
     """
     vol = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else volume
     vol = np.asarray(vol, dtype=np.float32)
@@ -120,6 +120,8 @@ def volume_to_mesh(
     lo = np.array([d_range[0], y_range[0], x_range[0]])
     hi = np.array([d_range[-1], y_range[-1], x_range[-1]]) + 1
     grid = block_means(vol[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], step)
+    if grid.max() <= level:  # a few stray voxels that averaging dissolves: still nothing
+        return Mesh(np.zeros((0, 3)), np.zeros((0, 3)), normals=np.zeros((0, 3)))
 
     # degenerate triangles need samples exactly at `level`: rare and harmless, not worth 25%
     verts, faces, _, _ = marching_cubes(grid, level)
