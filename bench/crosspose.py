@@ -22,7 +22,10 @@ Arms (every probe against every gallery photo; a person's score is the best of t
   against the raw gallery;
 - pose_matched: the raw probe against each gallery photo's reconstruction rendered at the
   probe's estimated yaw (on a 15° grid, pitch 0);
-- fusion: the mean of the three scores.
+- fusion: the mean of the three scores;
+- control, raw_geometry_aligned: the probe photo itself, aligned by the five points facerecon
+  reads off its reconstruction (as the rendered arms are) instead of the recogniser's own
+  aligner: it separates what the geometry's points cost from what the rendering costs.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ GALLERY = ("frontal/01.jpg", "frontal/02.jpg")
 FRONTAL_PROBES = ("frontal/09.jpg", "frontal/10.jpg")
 PROFILE_PROBES = ("profile/01.jpg", "profile/02.jpg", "profile/03.jpg", "profile/04.jpg")
 BUCKETS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
-ARMS = ("raw", "frontalised", "pose_matched", "fusion")
+ARMS = ("raw", "frontalised", "pose_matched", "fusion", "raw_geometry_aligned")
+PLOTTED = ARMS[:4]
 YAW_GRID = np.arange(-90.0, 91.0, 15.0)  # gallery renders for the pose-matched arm
 VIEW_SIZE = 224
 BACKGROUND = (128, 128, 128)
@@ -214,6 +218,7 @@ class Photo:
     visible_fraction: float = float("nan")  # of the frontalised view
     raw: np.ndarray | None = None  # embedding of the photo itself
     frontal: np.ndarray | None = None  # embedding of the frontalised reconstruction
+    geometry_aligned: np.ndarray | None = None  # the photo aligned by the geometry's points
     at_yaw: dict[float, np.ndarray] | None = None  # gallery: embeddings rendered per grid yaw
 
 
@@ -268,12 +273,15 @@ def process(rec, recogniser, photo: Photo, gallery_yaws: list[float] | None) -> 
     else:
         chips.append(result.frontal.chips[recogniser.layout][..., :3])
         photo.visible_fraction = result.frontal.visible_fraction
+        layout = LAYOUTS[recogniser.layout]
+        landmarks = template_landmarks68(result.mesh, result.pose, result.transform)
+        chips.append(align_chip(image, layout_points(landmarks[:, :2], layout), layout))
     embeddings = recogniser.embed(chips)
     photo.raw = embeddings[0]
     if gallery:
         photo.at_yaw = dict(zip(gallery_yaws, embeddings[1:], strict=True))
     else:
-        photo.frontal = embeddings[1]
+        photo.frontal, photo.geometry_aligned = embeddings[1], embeddings[2]
     return photo
 
 
@@ -299,6 +307,8 @@ def score_matrices(
         matched[i] = recogniser.scores(raw_p[i : i + 1], rendered)[0]
     per_photo["pose_matched"] = matched
     per_photo["fusion"] = (per_photo["raw"] + per_photo["frontalised"] + matched) / 3.0
+    geometry_p = np.stack([p.geometry_aligned for p in probes])
+    per_photo["raw_geometry_aligned"] = recogniser.scores(geometry_p, raw_g)
     owner = np.array([column[g.person] for g in gallery])
     out = {}
     for arm, s in per_photo.items():
@@ -355,6 +365,7 @@ def plot(report: dict, title: str, path: Path) -> None:
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for k, arm in enumerate(ARMS):
+        style = {"linestyle": "--", "color": "grey"} if arm not in PLOTTED else {}
         values, lows, highs = [], [], []
         for label in labels:
             m = report[label][arm]["tar_at_far_0.01"]
@@ -362,8 +373,9 @@ def plot(report: dict, title: str, path: Path) -> None:
             lo, hi = m["ci95"] or (m["value"], m["value"])
             lows.append(m["value"] - lo)
             highs.append(hi - m["value"])
-        ax.errorbar(x + (k - 1.5) * 0.08, values, yerr=[lows, highs], marker="o", capsize=3,
-                    label=arm.replace("_", " "))  # fmt: skip
+        label = arm.replace("_", " ") + (" (control)" if arm not in PLOTTED else "")
+        ax.errorbar(x + (k - 2) * 0.07, values, yerr=[lows, highs], marker="o", capsize=3,
+                    label=label, **style)  # fmt: skip
     ax.set_xticks(x, [f"|yaw| {label}°\n({report[label]['probes']} probes)" for label in labels])
     ax.set_ylabel("TAR at FAR 1 %")
     ax.set_ylim(0, 1.02)
@@ -400,7 +412,9 @@ def main() -> None:
     rec = Reconstructor(weights, device="cpu", detector=YUNET)
     people = sorted(int(p.name) for p in CFP.iterdir() if p.is_dir())[: args.people]
 
-    key = hashlib.sha256(f"{rec.info.sha256}|{recogniser.name}|{VIEW_SIZE}".encode()).hexdigest()
+    pose_estimator = "geometric" if rec.pose_model is None else "volume-pose network"
+    identity = f"v2|{rec.info.sha256}|{pose_estimator}|{recogniser.name}|{VIEW_SIZE}"
+    key = hashlib.sha256(identity.encode()).hexdigest()
     cache_path = CACHE / f"{key[:16]}.pkl"
     cache: dict[tuple[int, str], Photo] = {}
     if cache_path.is_file():
@@ -446,6 +460,8 @@ def main() -> None:
             "recogniser": recogniser.name,
             "weights": checkpoint,
             "weights_sha256": rec.info.sha256,
+            "pose_estimator": pose_estimator,
+            "chip_landmarks": "template (facerecon.chips.template_landmarks68)",
             "people": len(enrolled),
             "gallery_photos": len(gallery),
             "probes": len(probes),
@@ -457,7 +473,7 @@ def main() -> None:
             "buckets": report,
         },
     )
-    print(json.dumps({b: {a: report[b][a]["tar_at_far_0.01"]["value"] for a in ARMS}
+    print(json.dumps({b: {a: round(report[b][a]["tar_at_far_0.01"]["value"], 3) for a in ARMS}
                       for b in report}, indent=1))  # fmt: skip
 
 
