@@ -23,7 +23,7 @@ class ReconstructRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., face_box: _Optional[_Union[_types_pb2.FaceBox, _Mapping]] = ..., landmarks: _Optional[_Union[_types_pb2.Landmarks, _Mapping]] = ..., options: _Optional[_Union[_types_pb2.ReconstructOptions, _Mapping]] = ...) -> None: ...
 
 class ReconstructResponse(_message.Message):
-    __slots__ = ("request_id", "mesh", "views", "frontal_view", "pose", "timings_ms", "model", "matched_view", "matched_pose")
+    __slots__ = ("request_id", "mesh", "views", "frontal_view", "pose", "timings_ms", "model", "matched_view", "matched_pose", "registration")
     class TimingsMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class ReconstructResponse(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MATCHED_VIEW_FIELD_NUMBER: _ClassVar[int]
     MATCHED_POSE_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     mesh: _types_pb2.Mesh
     views: _containers.RepeatedCompositeFieldContainer[_types_pb2.View]
@@ -49,7 +50,8 @@ class ReconstructResponse(_message.Message):
     model: _types_pb2.ModelVersion
     matched_view: _types_pb2.View
     matched_pose: _types_pb2.Pose
-    def __init__(self, request_id: _Optional[str] = ..., mesh: _Optional[_Union[_types_pb2.Mesh, _Mapping]] = ..., views: _Optional[_Iterable[_Union[_types_pb2.View, _Mapping]]] = ..., frontal_view: _Optional[_Union[_types_pb2.View, _Mapping]] = ..., pose: _Optional[_Union[_types_pb2.Pose, _Mapping]] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., model: _Optional[_Union[_types_pb2.ModelVersion, _Mapping]] = ..., matched_view: _Optional[_Union[_types_pb2.View, _Mapping]] = ..., matched_pose: _Optional[_Union[_types_pb2.Pose, _Mapping]] = ...) -> None: ...
+    registration: _types_pb2.Registration
+    def __init__(self, request_id: _Optional[str] = ..., mesh: _Optional[_Union[_types_pb2.Mesh, _Mapping]] = ..., views: _Optional[_Iterable[_Union[_types_pb2.View, _Mapping]]] = ..., frontal_view: _Optional[_Union[_types_pb2.View, _Mapping]] = ..., pose: _Optional[_Union[_types_pb2.Pose, _Mapping]] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., model: _Optional[_Union[_types_pb2.ModelVersion, _Mapping]] = ..., matched_view: _Optional[_Union[_types_pb2.View, _Mapping]] = ..., matched_pose: _Optional[_Union[_types_pb2.Pose, _Mapping]] = ..., registration: _Optional[_Union[_types_pb2.Registration, _Mapping]] = ...) -> None: ...
 
 class ReconstructStreamRequest(_message.Message):
     __slots__ = ("request",)

@@ -33,7 +33,9 @@ class FaceReconServiceStub:
     anything wrong with a request; RESOURCE_EXHAUSTED when the server is at its in-flight
     limit (retry later, with backoff); UNAVAILABLE while the model loads or the server shuts
     down; UNAUTHENTICATED / PERMISSION_DENIED when a bearer token is required and missing /
-    wrong. Images and meshes are never logged or stored.
+    wrong; FAILED_PRECONDITION when a request needs something the server lacks (registration
+    without a face model: the message says how to install one). Images and meshes are never
+    logged or stored.
     """
 
     def __init__(self, channel):
@@ -67,7 +69,9 @@ class FaceReconServiceServicer:
     anything wrong with a request; RESOURCE_EXHAUSTED when the server is at its in-flight
     limit (retry later, with backoff); UNAVAILABLE while the model loads or the server shuts
     down; UNAUTHENTICATED / PERMISSION_DENIED when a bearer token is required and missing /
-    wrong. Images and meshes are never logged or stored.
+    wrong; FAILED_PRECONDITION when a request needs something the server lacks (registration
+    without a face model: the message says how to install one). Images and meshes are never
+    logged or stored.
     """
 
     def Reconstruct(self, request, context):
@@ -127,7 +131,9 @@ class FaceReconService:
     anything wrong with a request; RESOURCE_EXHAUSTED when the server is at its in-flight
     limit (retry later, with backoff); UNAVAILABLE while the model loads or the server shuts
     down; UNAUTHENTICATED / PERMISSION_DENIED when a bearer token is required and missing /
-    wrong. Images and meshes are never logged or stored.
+    wrong; FAILED_PRECONDITION when a request needs something the server lacks (registration
+    without a face model: the message says how to install one). Images and meshes are never
+    logged or stored.
     """
 
     @staticmethod

@@ -14,6 +14,14 @@ class MeshEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MESH_ENCODING_GLB: _ClassVar[MeshEncoding]
     MESH_ENCODING_PLY: _ClassVar[MeshEncoding]
     MESH_ENCODING_OBJ: _ClassVar[MeshEncoding]
+    MESH_ENCODING_TEXTURED_GLB: _ClassVar[MeshEncoding]
+    MESH_ENCODING_TEXTURED_OBJ: _ClassVar[MeshEncoding]
+
+class ViewSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VIEW_SOURCE_UNSPECIFIED: _ClassVar[ViewSource]
+    VIEW_SOURCE_RAW_MESH: _ClassVar[ViewSource]
+    VIEW_SOURCE_REGISTERED_MESH: _ClassVar[ViewSource]
 
 class ImageFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -31,6 +39,11 @@ MESH_ENCODING_RAW: MeshEncoding
 MESH_ENCODING_GLB: MeshEncoding
 MESH_ENCODING_PLY: MeshEncoding
 MESH_ENCODING_OBJ: MeshEncoding
+MESH_ENCODING_TEXTURED_GLB: MeshEncoding
+MESH_ENCODING_TEXTURED_OBJ: MeshEncoding
+VIEW_SOURCE_UNSPECIFIED: ViewSource
+VIEW_SOURCE_RAW_MESH: ViewSource
+VIEW_SOURCE_REGISTERED_MESH: ViewSource
 IMAGE_FORMAT_UNSPECIFIED: ImageFormat
 IMAGE_FORMAT_PNG: ImageFormat
 IMAGE_FORMAT_JPEG: ImageFormat
@@ -75,7 +88,7 @@ class ViewAngle(_message.Message):
     def __init__(self, yaw_deg: _Optional[float] = ..., pitch_deg: _Optional[float] = ...) -> None: ...
 
 class ReconstructOptions(_message.Message):
-    __slots__ = ("mesh_encodings", "views", "view_size", "view_format", "background", "frontal_view", "pose", "decimate_faces", "chip_layouts", "visibility", "target_pose", "pose_reference_image")
+    __slots__ = ("mesh_encodings", "views", "view_size", "view_format", "background", "frontal_view", "pose", "decimate_faces", "chip_layouts", "visibility", "target_pose", "pose_reference_image", "registration", "view_source")
     MESH_ENCODINGS_FIELD_NUMBER: _ClassVar[int]
     VIEWS_FIELD_NUMBER: _ClassVar[int]
     VIEW_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +101,8 @@ class ReconstructOptions(_message.Message):
     VISIBILITY_FIELD_NUMBER: _ClassVar[int]
     TARGET_POSE_FIELD_NUMBER: _ClassVar[int]
     POSE_REFERENCE_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_FIELD_NUMBER: _ClassVar[int]
+    VIEW_SOURCE_FIELD_NUMBER: _ClassVar[int]
     mesh_encodings: _containers.RepeatedScalarFieldContainer[MeshEncoding]
     views: _containers.RepeatedCompositeFieldContainer[ViewAngle]
     view_size: int
@@ -100,7 +115,9 @@ class ReconstructOptions(_message.Message):
     visibility: bool
     target_pose: Pose
     pose_reference_image: bytes
-    def __init__(self, mesh_encodings: _Optional[_Iterable[_Union[MeshEncoding, str]]] = ..., views: _Optional[_Iterable[_Union[ViewAngle, _Mapping]]] = ..., view_size: _Optional[int] = ..., view_format: _Optional[_Union[ImageFormat, str]] = ..., background: _Optional[_Union[Color, _Mapping]] = ..., frontal_view: _Optional[bool] = ..., pose: _Optional[bool] = ..., decimate_faces: _Optional[int] = ..., chip_layouts: _Optional[_Iterable[_Union[ChipLayout, str]]] = ..., visibility: _Optional[bool] = ..., target_pose: _Optional[_Union[Pose, _Mapping]] = ..., pose_reference_image: _Optional[bytes] = ...) -> None: ...
+    registration: bool
+    view_source: ViewSource
+    def __init__(self, mesh_encodings: _Optional[_Iterable[_Union[MeshEncoding, str]]] = ..., views: _Optional[_Iterable[_Union[ViewAngle, _Mapping]]] = ..., view_size: _Optional[int] = ..., view_format: _Optional[_Union[ImageFormat, str]] = ..., background: _Optional[_Union[Color, _Mapping]] = ..., frontal_view: _Optional[bool] = ..., pose: _Optional[bool] = ..., decimate_faces: _Optional[int] = ..., chip_layouts: _Optional[_Iterable[_Union[ChipLayout, str]]] = ..., visibility: _Optional[bool] = ..., target_pose: _Optional[_Union[Pose, _Mapping]] = ..., pose_reference_image: _Optional[bytes] = ..., registration: _Optional[bool] = ..., view_source: _Optional[_Union[ViewSource, str]] = ...) -> None: ...
 
 class Chip(_message.Message):
     __slots__ = ("layout", "width", "height", "format", "image")
@@ -133,16 +150,70 @@ class RawMesh(_message.Message):
     def __init__(self, vertex_count: _Optional[int] = ..., face_count: _Optional[int] = ..., vertices: _Optional[bytes] = ..., faces: _Optional[bytes] = ..., colors: _Optional[bytes] = ..., normals: _Optional[bytes] = ...) -> None: ...
 
 class Mesh(_message.Message):
-    __slots__ = ("raw", "glb", "ply", "obj")
+    __slots__ = ("raw", "glb", "ply", "obj", "textured_glb", "textured_obj")
     RAW_FIELD_NUMBER: _ClassVar[int]
     GLB_FIELD_NUMBER: _ClassVar[int]
     PLY_FIELD_NUMBER: _ClassVar[int]
     OBJ_FIELD_NUMBER: _ClassVar[int]
+    TEXTURED_GLB_FIELD_NUMBER: _ClassVar[int]
+    TEXTURED_OBJ_FIELD_NUMBER: _ClassVar[int]
     raw: RawMesh
     glb: bytes
     ply: bytes
     obj: bytes
-    def __init__(self, raw: _Optional[_Union[RawMesh, _Mapping]] = ..., glb: _Optional[bytes] = ..., ply: _Optional[bytes] = ..., obj: _Optional[bytes] = ...) -> None: ...
+    textured_glb: bytes
+    textured_obj: TexturedObj
+    def __init__(self, raw: _Optional[_Union[RawMesh, _Mapping]] = ..., glb: _Optional[bytes] = ..., ply: _Optional[bytes] = ..., obj: _Optional[bytes] = ..., textured_glb: _Optional[bytes] = ..., textured_obj: _Optional[_Union[TexturedObj, _Mapping]] = ...) -> None: ...
+
+class TexturedObj(_message.Message):
+    __slots__ = ("obj", "mtl", "png")
+    OBJ_FIELD_NUMBER: _ClassVar[int]
+    MTL_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    obj: bytes
+    mtl: bytes
+    png: bytes
+    def __init__(self, obj: _Optional[bytes] = ..., mtl: _Optional[bytes] = ..., png: _Optional[bytes] = ...) -> None: ...
+
+class Registration(_message.Message):
+    __slots__ = ("topology", "vertex_count", "triangle_count", "vertices", "triangles", "landmarks68_3d", "landmarks68_2d", "pose", "scale", "identity", "expression", "expression_names", "fit_error", "inlier_fraction", "texture", "uv_count", "uv", "triangle_uvs")
+    TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
+    VERTEX_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TRIANGLE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    VERTICES_FIELD_NUMBER: _ClassVar[int]
+    TRIANGLES_FIELD_NUMBER: _ClassVar[int]
+    LANDMARKS68_3D_FIELD_NUMBER: _ClassVar[int]
+    LANDMARKS68_2D_FIELD_NUMBER: _ClassVar[int]
+    POSE_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    EXPRESSION_NAMES_FIELD_NUMBER: _ClassVar[int]
+    FIT_ERROR_FIELD_NUMBER: _ClassVar[int]
+    INLIER_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    TEXTURE_FIELD_NUMBER: _ClassVar[int]
+    UV_COUNT_FIELD_NUMBER: _ClassVar[int]
+    UV_FIELD_NUMBER: _ClassVar[int]
+    TRIANGLE_UVS_FIELD_NUMBER: _ClassVar[int]
+    topology: str
+    vertex_count: int
+    triangle_count: int
+    vertices: bytes
+    triangles: bytes
+    landmarks68_3d: _containers.RepeatedScalarFieldContainer[float]
+    landmarks68_2d: Landmarks
+    pose: Pose
+    scale: float
+    identity: _containers.RepeatedScalarFieldContainer[float]
+    expression: _containers.RepeatedScalarFieldContainer[float]
+    expression_names: _containers.RepeatedScalarFieldContainer[str]
+    fit_error: float
+    inlier_fraction: float
+    texture: bytes
+    uv_count: int
+    uv: bytes
+    triangle_uvs: bytes
+    def __init__(self, topology: _Optional[str] = ..., vertex_count: _Optional[int] = ..., triangle_count: _Optional[int] = ..., vertices: _Optional[bytes] = ..., triangles: _Optional[bytes] = ..., landmarks68_3d: _Optional[_Iterable[float]] = ..., landmarks68_2d: _Optional[_Union[Landmarks, _Mapping]] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ..., scale: _Optional[float] = ..., identity: _Optional[_Iterable[float]] = ..., expression: _Optional[_Iterable[float]] = ..., expression_names: _Optional[_Iterable[str]] = ..., fit_error: _Optional[float] = ..., inlier_fraction: _Optional[float] = ..., texture: _Optional[bytes] = ..., uv_count: _Optional[int] = ..., uv: _Optional[bytes] = ..., triangle_uvs: _Optional[bytes] = ...) -> None: ...
 
 class View(_message.Message):
     __slots__ = ("yaw_deg", "pitch_deg", "width", "height", "format", "image", "visibility_mask", "visible_fraction", "chips", "landmarks")
