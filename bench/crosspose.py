@@ -387,6 +387,25 @@ def plot(report: dict, title: str, path: Path) -> None:
     fig.savefig(path)
 
 
+def markdown_table(record: dict) -> str:
+    """The results as a Markdown table: value [95 % interval] per bucket and arm."""
+    lines = [
+        "| probe \\|yaw\\| | probes | arm | TAR@FAR 1 % | TAR@FAR 0.1 % | EER | rank-1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for bucket, entry in record["buckets"].items():
+        for arm in ARMS:
+            if arm not in entry:
+                continue
+            cells = []
+            for metric in ("tar_at_far_0.01", "tar_at_far_0.001", "eer", "rank1"):
+                m = entry[arm][metric]
+                lo, hi = m["ci95"]
+                cells.append(f"{m['value']:.2f} [{lo:.2f}, {hi:.2f}]")
+            lines.append(f"| {bucket}° | {entry['probes']} | {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--people", type=int, default=100)
@@ -397,7 +416,11 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: fastest on a busy CPU)"
     )
+    parser.add_argument("--table", type=Path, help="print a results JSON as Markdown, and stop")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return
 
     import torch
 
