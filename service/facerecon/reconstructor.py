@@ -38,7 +38,7 @@ from facerecon.models.volume_pose import estimate_volume_pose
 from facerecon.pose import Pose, estimate_pose, rotation_matrix
 from facerecon.registration import Registration, register, single_threaded
 from facerecon.render import render_views
-from facerecon.texture import bake_texture, prepare_atlas
+from facerecon.texture import bake_texture, prepare_atlas, registered_mesh
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "facerecon.pt"
 MAX_VIEWS = 16
@@ -78,6 +78,7 @@ class ReconstructOptions:
     pose: bool = True
     decimate_faces: int | None = None
     registration: bool = False  # fit the face model (needs it installed); adds a UV texture
+    registered_views: bool = False  # render views from the textured registered mesh
     chips: tuple[str, ...] = ()  # aligned chips of every view, facerecon.chips.LAYOUTS names
     visibility: bool = False  # per view: which pixels show surface seen in the photo
     target_pose: Pose | None = None  # also render the head at this pose (roll ignored)
@@ -111,6 +112,9 @@ class ReconstructOptions:
                     and abs(pitch) <= 90):  # fmt: skip
                 raise InputError("target pose must have yaw within ±180° and pitch within ±90°",
                                  field="options.target_pose")  # fmt: skip
+        if self.registered_views and not self.registration:
+            raise InputError("views of the registered mesh need registration",
+                             field="options.view_source")  # fmt: skip
         if self.decimate_faces is not None and self.decimate_faces < 100:
             raise InputError("decimation target must be at least 100 faces",
                              field="options.decimate_faces")  # fmt: skip
@@ -297,29 +301,31 @@ class Reconstructor:
         if options.pose or options.frontal or options.chips or options.target_pose is not None:
             with _Timer(timings, "pose"):
                 pose = self.head_pose(volume, mesh)
-        # every view with the full rotation (y-up frame) that turned the mesh into it
-        rendered: list[tuple[View, np.ndarray]] = []
-        with _Timer(timings, "render"):
-            size, background = options.view_size, options.background
-            if options.views:
-                images = render_views(mesh, options.views, size, background)
-                for (yaw, pitch), image in zip(options.views, images, strict=True):
-                    rendered.append((View(yaw, pitch, image), rotation_matrix(yaw, pitch)))
-            if options.frontal:
-                turn = pose.matrix().T
-                image = render_views(mesh, [(0.0, 0.0)], size, background, rotation=turn)[0]
-                rendered.append((View(0.0, 0.0, image), turn))
-            if options.target_pose is not None:
-                target = options.target_pose
-                turn = turn_to(pose, target)
-                image = render_views(mesh, [(0.0, 0.0)], size, background, rotation=turn)[0]
-                rendered.append((View(target.yaw, target.pitch, image), turn))
         registration = texture = None
         if options.registration:
             with _Timer(timings, "registration"):
                 registration = register(mesh, self.face_model, pose)
             with _Timer(timings, "texture"):
                 texture = bake_texture(registration, face.image, self.face_model)
+        # the mesh the views show: the reconstruction, or the registered model textured
+        shown = registered_mesh(registration, texture) if options.registered_views else mesh
+        # every view with the full rotation (y-up frame) that turned the mesh into it
+        rendered: list[tuple[View, np.ndarray]] = []
+        with _Timer(timings, "render"):
+            size, background = options.view_size, options.background
+            if options.views:
+                images = render_views(shown, options.views, size, background)
+                for (yaw, pitch), image in zip(options.views, images, strict=True):
+                    rendered.append((View(yaw, pitch, image), rotation_matrix(yaw, pitch)))
+            if options.frontal:
+                turn = pose.matrix().T
+                image = render_views(shown, [(0.0, 0.0)], size, background, rotation=turn)[0]
+                rendered.append((View(0.0, 0.0, image), turn))
+            if options.target_pose is not None:
+                target = options.target_pose
+                turn = turn_to(pose, target)
+                image = render_views(shown, [(0.0, 0.0)], size, background, rotation=turn)[0]
+                rendered.append((View(target.yaw, target.pitch, image), turn))
         if options.chips or options.visibility:
             with _Timer(timings, "chips"):
                 landmarks = seen = None
@@ -330,9 +336,9 @@ class Reconstructor:
                         else template_landmarks68(mesh, pose, face.transform)
                     )
                 if options.visibility:
-                    seen = seen_vertices(mesh)
+                    seen = seen_vertices(shown)
                 rendered = [
-                    (_annotated(view, turn, mesh, landmarks, seen, options.chips), turn)
+                    (_annotated(view, turn, shown, landmarks, seen, options.chips), turn)
                     for view, turn in rendered
                 ]
         views = [view for view, _ in rendered[: len(options.views)]]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
 
 import cv2
@@ -26,7 +27,7 @@ import trimesh
 from PIL import Image
 
 from facerecon.face_model import FaceModel
-from facerecon.mesh import FLIP_Y
+from facerecon.mesh import FLIP_Y, Mesh
 from facerecon.registration import Registration, single_threaded
 from facerecon.render import _rasterize
 
@@ -183,6 +184,19 @@ def _diffuse(texture: np.ndarray, filled: np.ndarray, used: np.ndarray) -> np.nd
     coarse = cv2.resize(average, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
     out = np.where(filled[..., None], texture, coarse)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def registered_mesh(registration: Registration, texture: np.ndarray) -> Mesh:
+    """The registered mesh with per-vertex colours from its atlas, for the rasteriser (which
+    shades vertex colours): each vertex takes the texel under one of its texture coordinates
+    (a vertex on a UV seam has several, all showing the same surface point)."""
+    corner_uv = np.zeros(len(registration.vertices), np.intp)  # (a vertex in no triangle: 0)
+    corner_uv[registration.triangles.ravel()] = registration.triangle_uvs.ravel()
+    u, v = registration.uv[corner_uv].T  # 0..1 across the atlas, v up
+    height, width = texture.shape[:2]
+    xy = np.stack([u * width - 0.5, (1.0 - v) * height - 0.5], axis=1)
+    colors = np.rint(_bilinear(texture, xy)).clip(0, 255).astype(np.uint8)
+    return replace(registration.to_mesh(), colors=colors)
 
 
 def _upright_vertices(registration: Registration) -> np.ndarray:

@@ -14,7 +14,14 @@ shutting down); every other error is raised at once as grpc.RpcError.
 from facerecon_client.aio import AsyncFaceReconClient
 from facerecon_client.client import FaceReconClient
 from facerecon_client.requests import build_request
-from facerecon_client.results import bad_request_fields, mesh_arrays, to_mesh
+from facerecon_client.results import (
+    bad_request_fields,
+    mesh_arrays,
+    registration_arrays,
+    texture_image,
+    textured_obj_files,
+    to_mesh,
+)
 
 __all__ = [
     "AsyncFaceReconClient",
@@ -22,5 +29,8 @@ __all__ = [
     "bad_request_fields",
     "build_request",
     "mesh_arrays",
+    "registration_arrays",
+    "texture_image",
+    "textured_obj_files",
     "to_mesh",
 ]

@@ -13,8 +13,14 @@ MESH_ENCODINGS = {
     "glb": types.MESH_ENCODING_GLB,
     "ply": types.MESH_ENCODING_PLY,
     "obj": types.MESH_ENCODING_OBJ,
+    "textured_glb": types.MESH_ENCODING_TEXTURED_GLB,
+    "textured_obj": types.MESH_ENCODING_TEXTURED_OBJ,
 }
 IMAGE_FORMATS = {"png": types.IMAGE_FORMAT_PNG, "jpeg": types.IMAGE_FORMAT_JPEG}
+VIEW_SOURCES = {
+    "raw": types.VIEW_SOURCE_RAW_MESH,
+    "registered": types.VIEW_SOURCE_REGISTERED_MESH,
+}
 CHIP_LAYOUTS = {"arcface112": types.CHIP_LAYOUT_ARCFACE_112, "dlib150": types.CHIP_LAYOUT_DLIB_150}
 
 
@@ -36,12 +42,17 @@ def build_request(
     visibility: bool = False,
     target_pose: tuple[float, float] | None = None,
     pose_reference: bytes | str | Path | None = None,
+    registration: bool = False,
+    view_source: str = "raw",
 ) -> pb.ReconstructRequest:
     """A ReconstructRequest; `image` is encoded bytes or a file path. Angles in degrees.
 
     `chip_layouts`: "arcface112" and/or "dlib150" aligned chips of every view; `visibility`:
     per-view seen masks; `target_pose` (yaw, pitch) or `pose_reference` (a photo, bytes or
-    path, whose pose to copy): also render the matched view."""
+    path, whose pose to copy): also render the matched view. `registration`: also fit the
+    server's face model (reply.registration; see `registration_arrays`); the "textured_glb"
+    and "textured_obj" encodings and `view_source="registered"` (views of the textured
+    registered mesh) need it too and turn it on."""
     if not isinstance(image, bytes):
         image = Path(image).read_bytes()
     options = types.ReconstructOptions(
@@ -54,6 +65,8 @@ def build_request(
         decimate_faces=decimate_faces or 0,
         chip_layouts=[CHIP_LAYOUTS[c.lower()] for c in chip_layouts],
         visibility=visibility,
+        registration=registration,
+        view_source=VIEW_SOURCES[view_source.lower()],
     )
     if target_pose is not None:
         options.target_pose.CopyFrom(types.Pose(yaw_deg=target_pose[0], pitch_deg=target_pose[1]))

@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from facerecon.reconstructor import Reconstructor
+from facerecon.reconstructor import Reconstructor, WeightsNotFound
 from facerecon.server.auth import BearerTokenInterceptor
 from facerecon.server.batcher import DynamicBatcher
 from facerecon.server.config import ServerConfig
@@ -113,10 +113,17 @@ class FaceReconServer:
         try:
             rec = self._reconstructor
             if rec is None:
+                if c.face_model is not None and not c.face_model.is_file():
+                    # asked for by name: a typo must not quietly turn registration off
+                    raise WeightsNotFound(f"no face model at {c.face_model} (--face-model)")
                 rec = await loop.run_in_executor(
                     self.pool,
                     lambda: Reconstructor(
-                        c.weights, device=c.device, detector=c.detector, threads=c.threads
+                        c.weights,
+                        device=c.device,
+                        detector=c.detector,
+                        threads=c.threads,
+                        face_model=c.face_model,
                     ),
                 )
             if c.warmup:
@@ -150,6 +157,7 @@ class FaceReconServer:
                     "model": info.variant,
                     "version": info.version,
                     "device": info.device,
+                    "registration": rec.face_model is not None,
                 }
             },
         )

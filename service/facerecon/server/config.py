@@ -31,6 +31,12 @@ class ServerConfig:
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     detector: Path | None = option(None, "face detector model file (ONNX)")
     threads: int | None = option(None, "torch CPU threads (default: torch's choice)")
+    # the variable is face_model.py's own: the server and the CLI find the same model
+    face_model: Path | None = option(
+        None,
+        "ICT face model .npz, enables registration (default: "
+        "~/.local/share/facerecon/ict_face_light.npz if present; `facerecon import-face-model`)",
+    )
     # A 40-megapixel JPEG is ~10-25 MB; 64 MiB leaves room for PNGs of that size and landmarks.
     max_receive_message_bytes: int = option(64 * MiB, "largest request")
     # Full-detail meshes in four encodings (~2-10 MB each) plus 16 PNG views at 1024 px

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from facerecon import export
+from facerecon import export, texture
 from facerecon.errors import InputError
 from facerecon.pose import Pose
 from facerecon.reconstructor import Reconstruction, ReconstructOptions, View
+from facerecon.registration import Registration
 from facerecon.v1 import service_pb2 as pb
 from facerecon.v1 import types_pb2 as types
 
@@ -29,6 +30,8 @@ CHIP_LAYOUTS = {  # ChipLayout value -> facerecon.chips layout name
     types.CHIP_LAYOUT_DLIB_150: "dlib150",
 }
 CHIP_ENUMS = {name: value for value, name in CHIP_LAYOUTS.items()}
+TEXTURED = frozenset({types.MESH_ENCODING_TEXTURED_GLB, types.MESH_ENCODING_TEXTURED_OBJ})
+TOPOLOGY = "ict-outer-head"  # facerecon.face_model.HEAD_REGIONS of the ICT topology
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ def parse_request(request: pb.ReconstructRequest, request_id: str) -> ParsedRequ
     encodings = frozenset(o.mesh_encodings) or frozenset({types.MESH_ENCODING_GLB})
     if not encodings <= set(types.MeshEncoding.values()) - {types.MESH_ENCODING_UNSPECIFIED}:
         raise InputError(
-            "unknown mesh encoding: use RAW, GLB, PLY or OBJ", field="options.mesh_encodings"
+            "unknown mesh encoding: use RAW, GLB, PLY, OBJ, TEXTURED_GLB or TEXTURED_OBJ",
+            field="options.mesh_encodings",
         )
     view_format = o.view_format or types.IMAGE_FORMAT_PNG
     if view_format not in (types.IMAGE_FORMAT_PNG, types.IMAGE_FORMAT_JPEG):
@@ -89,6 +93,11 @@ def parse_request(request: pb.ReconstructRequest, request_id: str) -> ParsedRequ
                     field="options.pose_reference_image",
                 )
             pose_reference = o.pose_reference_image
+    if o.view_source not in types.ViewSource.values():
+        raise InputError(
+            "unknown view source: use RAW_MESH or REGISTERED_MESH", field="options.view_source"
+        )
+    registered_views = o.view_source == types.VIEW_SOURCE_REGISTERED_MESH
     options = ReconstructOptions(
         views=tuple((v.yaw_deg, v.pitch_deg) for v in o.views),
         view_size=o.view_size or DEFAULT_VIEW_SIZE,
@@ -99,6 +108,9 @@ def parse_request(request: pb.ReconstructRequest, request_id: str) -> ParsedRequ
         chips=tuple(CHIP_LAYOUTS[c] for c in o.chip_layouts),
         visibility=o.visibility,
         target_pose=target_pose,
+        # textured files and views of the registered mesh are made from the registration
+        registration=o.registration or registered_views or bool(encodings & TEXTURED),
+        registered_views=registered_views,
     )
     options.validate()
     return ParsedRequest(
@@ -128,6 +140,17 @@ def build_response(result: Reconstruction, parsed: ParsedRequest) -> pb.Reconstr
         out.ply = export.to_ply(mesh)
     if types.MESH_ENCODING_OBJ in parsed.encodings:
         out.obj = export.to_obj(mesh)
+    texture_png = None
+    if result.registration is not None:
+        registration, atlas = result.registration, result.texture
+        if types.MESH_ENCODING_TEXTURED_GLB in parsed.encodings:
+            out.textured_glb = texture.to_textured_glb(registration, atlas)
+        if types.MESH_ENCODING_TEXTURED_OBJ in parsed.encodings:
+            files = texture.to_textured_obj(registration, atlas, name="face")
+            texture_png = files["face.png"]
+            out.textured_obj.CopyFrom(
+                types.TexturedObj(obj=files["face.obj"], mtl=files["face.mtl"], png=texture_png)
+            )
     response = pb.ReconstructResponse(
         request_id=parsed.request_id,
         mesh=out,
@@ -143,7 +166,35 @@ def build_response(result: Reconstruction, parsed: ParsedRequest) -> pb.Reconstr
         m = result.matched
         response.matched_view.CopyFrom(encode_view(m, parsed))
         response.matched_pose.CopyFrom(types.Pose(yaw_deg=m.yaw, pitch_deg=m.pitch))
+    if result.registration is not None:
+        png = texture_png or export.to_png(result.texture)
+        response.registration.CopyFrom(encode_registration(result.registration, png))
     return response
+
+
+def encode_registration(registration: Registration, texture_png: bytes) -> types.Registration:
+    r = registration
+    p = r.pose
+    return types.Registration(
+        topology=TOPOLOGY,
+        vertex_count=len(r.vertices),
+        triangle_count=len(r.triangles),
+        vertices=r.vertices.astype("<f4").tobytes(),
+        triangles=r.triangles.astype("<i4").tobytes(),
+        landmarks68_3d=r.landmarks68_3d.reshape(-1).tolist(),
+        landmarks68_2d=types.Landmarks(xy=r.landmarks68_2d.reshape(-1).tolist()),
+        pose=types.Pose(yaw_deg=p.yaw, pitch_deg=p.pitch, roll_deg=p.roll),
+        scale=r.scale,
+        identity=r.identity.tolist(),
+        expression=r.expression.tolist(),
+        expression_names=r.expression_names,
+        fit_error=r.fit_error,
+        inlier_fraction=r.inlier_fraction,
+        texture=texture_png,
+        uv_count=len(r.uv),
+        uv=r.uv.astype("<f4").tobytes(),
+        triangle_uvs=r.triangle_uvs.astype("<i4").tobytes(),
+    )
 
 
 def encode_view(view: View, parsed: ParsedRequest) -> types.View:

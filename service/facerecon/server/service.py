@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import grpc
 import numpy as np
 
-from facerecon.errors import InputError
+from facerecon.errors import FeatureUnavailable, InputError
 from facerecon.pose import Pose
 from facerecon.reconstructor import (
     MAX_VIEWS,
@@ -38,6 +38,9 @@ from facerecon.v1 import service_pb2_grpc
 from facerecon.v1 import types_pb2 as types
 
 log = logging.getLogger(__name__)
+# what a face model (--face-model) adds: ReconstructOptions.registration and what uses it
+REGISTRATION_FEATURES = ["registration", "mesh_textured_glb", "mesh_textured_obj",
+                         "registered_views"]  # fmt: skip
 
 
 @dataclass
@@ -161,6 +164,8 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
         ]
         if engine.reconstructor.detector is not None:
             features.append("face_detector")
+        if engine.reconstructor.face_model is not None:
+            features += REGISTRATION_FEATURES
         return pb.GetModelInfoResponse(
             model=types.ModelVersion(name=info.variant, version=info.version),
             weights_sha256=info.sha256,
@@ -222,6 +227,7 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
         rec = engine.reconstructor
         try:
             parsed = convert.parse_request(request, request_id)
+            rec.check_available(parsed.options)  # refused before any work is queued
             _check_alive(context)
             self.preparing += 1  # on its way to the batcher, which may wait for it
             try:
@@ -247,6 +253,8 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
             response = await slot.run(self.pool, convert.build_response, result, parsed)
         except InputError as error:
             raise bad_request(error) from None
+        except FeatureUnavailable as error:  # the server lacks it: the message says how to add it
+            raise failure(grpc.StatusCode.FAILED_PRECONDITION, str(error)) from None
         except RpcFailure:
             raise
         except Exception:  # a bug, not the client's fault: log it (never the request's data)
