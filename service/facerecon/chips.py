@@ -130,11 +130,8 @@ def template_landmarks68(mesh: Mesh, pose: Pose, transform: CropTransform) -> np
 
 def _front_depth(mesh: Mesh, xy: np.ndarray, face_side: float) -> float:
     """z of the surface nearest the camera around image point `xy`."""
-    radius = 0.03 * face_side
-    near = cKDTree(mesh.vertices[:, :2]).query_ball_point(xy, radius)
-    if not near:
-        _, nearest = cKDTree(mesh.vertices[:, :2]).query(xy)
-        near = [nearest]
+    tree = cKDTree(mesh.vertices[:, :2])
+    near = tree.query_ball_point(xy, 0.03 * face_side) or [tree.query(xy)[1]]
     return float(mesh.vertices[near, 2].max())
 
 
