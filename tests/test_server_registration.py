@@ -5,6 +5,7 @@ fit means nothing here: these tests check the contract, not the fit's quality.""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import grpc
@@ -30,6 +31,7 @@ from facerecon_client import (
     texture_image,
     textured_obj_files,
 )
+from facerecon_client.cli import main as cli_main
 
 ICT = Path(__file__).resolve().parents[1].parent / "shared" / "facemodel" / "ict_face_light.npz"
 VIEW = (30.0, 0.0)
@@ -118,13 +120,18 @@ def test_model_info_lists_no_registration_without_a_face_model(bare):
 
 
 @pytest.fixture(scope="module")
-def served(tiny_weights):
+def served_server(tiny_weights):
     """A server loading the face model named in its config (--face-model), as in production."""
     if not ICT.is_file():
         pytest.skip("needs ../shared/facemodel/ict_face_light.npz")
     with RunningServer(None, weights=tiny_weights, face_model=ICT) as running:
-        with running.channel() as channel:
-            yield service_pb2_grpc.FaceReconServiceStub(channel)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def served(served_server):
+    with served_server.channel() as channel:
+        yield service_pb2_grpc.FaceReconServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +217,21 @@ def test_model_info_lists_registration_with_a_face_model(served):
     assert {"registration", "mesh_textured_glb", "mesh_textured_obj", "registered_views"} <= (
         features
     )
+
+
+def test_cli_saves_the_textured_registered_mesh_and_its_figures(
+    served_server, astronaut_jpeg, tmp_path
+):
+    photo = tmp_path / "eileen.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    out = tmp_path / "out"
+    argv = ["reconstruct", served_server.target, str(photo), "--out", str(out), "--views=",
+            "--registration", "--quiet"]  # fmt: skip
+    assert cli_main(argv) == 0
+    assert (out / "eileen_registered.glb").read_bytes()[:4] == b"glTF"
+    summary = json.loads((out / "eileen.json").read_text())["registration"]
+    assert len(summary["landmarks68_2d"]) == 68 and "jawOpen" in summary["expression"]
+    assert set(summary["pose"]) <= {"yawDeg", "pitchDeg", "rollDeg"}
 
 
 # --- configuration and parsing --------------------------------------------------------------

@@ -2,6 +2,7 @@
 
     facerecon-client reconstruct localhost:50051 face.jpg more/ --out out/ --views=-45,0,45
     facerecon-client reconstruct localhost:50051 photos/ --out out/ --batch   # one stream
+    facerecon-client reconstruct localhost:50051 face.jpg --out out/ --registration
     facerecon-client info localhost:50051
 
 Connection flags (or FACERECON_TOKEN for the token): --tls, --ca, --cert/--key (mutual TLS).
@@ -80,6 +81,18 @@ def save(reply: pb.ReconstructResponse, stem: str, out: Path, mesh_format: str) 
         "pose": json_format.MessageToDict(reply.pose) if reply.HasField("pose") else None,
         "timings_ms": dict(reply.timings_ms),
     }
+    if reply.HasField("registration"):  # the fitted face model: textured GLB and its figures
+        reg, xy = reply.registration, list(reply.registration.landmarks68_2d.xy)
+        written.append(out / f"{stem}_registered.glb")
+        written[-1].write_bytes(reply.mesh.textured_glb)
+        summary["registration"] = {
+            "pose": json_format.MessageToDict(reg.pose),
+            "scale_px_per_cm": reg.scale,
+            "fit_error_px": reg.fit_error,
+            "inlier_fraction": reg.inlier_fraction,
+            "landmarks68_2d": [[x, y] for x, y in zip(xy[::2], xy[1::2], strict=True)],
+            "expression": dict(zip(reg.expression_names, reg.expression, strict=True)),
+        }
     (out / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
     return written
 
@@ -96,13 +109,16 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         print("no photos found", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    registration = args.registration or args.registered_views
     options = dict(
-        mesh_encodings=(args.format,),
+        mesh_encodings=(args.format, "textured_glb") if registration else (args.format,),
         views=args.views,
         view_size=args.size,
         frontal_view=args.frontal,
         pose=True,
         decimate_faces=args.decimate,
+        registration=registration,
+        view_source="registered" if args.registered_views else "raw",
     )
     failures = 0
     progress = tqdm(total=len(photos), unit="face", disable=args.quiet, file=sys.stderr)
@@ -173,6 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--size", type=int, default=256, help="view size in pixels")
     rec.add_argument("--frontal", action="store_true", help="also render the frontal view")
     rec.add_argument("--decimate", type=int, default=None, help="target triangle count")
+    rec.add_argument(
+        "--registration",
+        action="store_true",
+        help="also fit the server's face model: STEM_registered.glb (textured), pose, landmarks",
+    )
+    rec.add_argument(
+        "--registered-views",
+        action="store_true",
+        help="render views from the textured registered mesh (implies --registration)",
+    )
     rec.add_argument("--batch", action="store_true", help="send all photos over one stream")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
 
