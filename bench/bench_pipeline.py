@@ -1,0 +1,80 @@
+"""The whole pipeline through `Reconstructor`, per stage, and its peak memory.
+
+    python -m bench.bench_pipeline [--weights weights/facerecon.pt] [--faces 10]
+
+Photos: scikit-image's astronaut plus held-out UTKFace crops from ../shared when present.
+Options as the CLI's defaults: five 256 x 256 views, the frontal view and the pose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import resource
+import statistics
+from pathlib import Path
+
+import numpy as np
+import skimage.data
+from PIL import Image
+
+from bench.results_io import save
+from facerecon.reconstructor import ReconstructOptions, Reconstructor
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def photos(count: int) -> list[bytes]:
+    images = [skimage.data.astronaut()[20:220, 120:320]]
+    utk = SHARED / "realfaces/utkface/crop_part1"
+    if utk.is_dir():
+        files = sorted(utk.glob("*.jpg"))
+        heldout = files[int(len(files) * 0.95) :]  # never trained on
+        images += [np.asarray(Image.open(p).convert("RGB")) for p in heldout[: count - 1]]
+    encoded = []
+    for image in images[:count]:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+        encoded.append(buffer.getvalue())
+    return encoded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--faces", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    reconstructor = Reconstructor(args.weights, device=args.device, threads=args.threads)
+    reconstructor.warmup()
+    options = ReconstructOptions(views=((-60, 0), (-30, 0), (0, 0), (30, 0), (60, 0)))
+    stages: dict[str, list[float]] = {}
+    totals, vertices = [], []
+    inputs = photos(args.faces)
+    reconstructor(inputs[0], options=options)  # first call pays for lazy initialisation
+    for data in inputs:
+        result = reconstructor(data, options=options)
+        for stage, ms in result.timings_ms.items():
+            stages.setdefault(stage, []).append(ms)
+        totals.append(sum(result.timings_ms.values()))
+        vertices.append(len(result.mesh.vertices))
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    save(
+        "pipeline",
+        {
+            "model": reconstructor.info.variant,
+            "device": reconstructor.info.device,
+            "faces": len(inputs),
+            "views": "5 x 256x256 + frontal",
+            "stage_median_ms": {k: round(statistics.median(v), 1) for k, v in stages.items()},
+            "total_median_ms": round(statistics.median(totals), 1),
+            "mesh_vertices_median": int(statistics.median(vertices)),
+            "peak_rss_mb": round(peak_rss_mb, 1),
+            "target_peak_rss_mb": 1536,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
