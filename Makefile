@@ -10,7 +10,7 @@ setup:
 	$(PIP) -e '.[dev]'
 
 # System tools that parts of the suite use, installed when missing: promtool (alert rules),
-# Chromium + chromedriver (web demo end to end), buf from npm (proto lint). A test whose
+# Chromium + chromedriver (web demo end to end), buf and the web bundle's packages from npm. A test whose
 # tool cannot be had skips and says why.
 APT_TOOLS := $(if $(shell command -v promtool),,prometheus) \
 	$(if $(shell command -v chromium),,chromium) $(if $(shell command -v chromedriver),,chromium-driver)
@@ -21,8 +21,9 @@ tools:
 				--no-install-recommends $(APT_TOOLS) >/dev/null; \
 		else echo "not installed (needs root and apt-get): $(APT_TOOLS)"; fi; fi
 	@if command -v npm >/dev/null 2>&1; then \
-		npm ci --prefix proto --no-audit --no-fund --silent; \
-	else echo "npm not found: tests/test_proto.py will skip buf lint"; fi
+		npm ci --prefix proto --no-audit --no-fund --silent && \
+		npm ci --prefix clients/web --ignore-scripts --no-audit --no-fund --silent; \
+	else echo "npm not found: buf lint and the web bundle check will skip"; fi
 
 # The gRPC service on the shipped weights. DETECTOR=face detector .onnx lets it take whole
 # photos (default: YuNet from ../shared when present); without one each photo is a face crop.
