@@ -10,8 +10,8 @@ setup:
 	$(PIP) -e '.[dev]'
 
 # System tools that parts of the suite use, installed when missing: promtool (alert rules),
-# Chromium + chromedriver (web demo end to end), buf and the web bundle's packages from npm. A test whose
-# tool cannot be had skips and says why.
+# Chromium + chromedriver (web demo end to end), buf and the web bundle's packages (npm).
+# A test whose tool cannot be had skips and says why.
 APT_TOOLS := $(if $(shell command -v promtool),,prometheus) \
 	$(if $(shell command -v chromium),,chromium) $(if $(shell command -v chromedriver),,chromium-driver)
 tools:
