@@ -412,7 +412,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=None, help="default: shipped, else run")
     parser.add_argument("--arcface-model", type=Path, default=None, help="ArcFace ONNX file")
     parser.add_argument("--bootstrap", type=int, default=500, help="resampling rounds")
-    parser.add_argument("--name", default="crosspose", help="bench/results/<name>.json")
+    parser.add_argument("--name", default="crosspose", help="results name")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: fastest on a busy CPU)"
     )
@@ -476,7 +476,7 @@ def main() -> None:
         f"CFP, {len(enrolled)} people, {recogniser.name}, 95% CI over resampled identities\n"
         f"facerecon {rec.info.variant} ({checkpoint}, sha256 {rec.info.sha256[:12]})"
     )
-    plot(report, title, PLOT)
+    plot(report, title, PLOT if args.name == "crosspose" else CACHE / f"{args.name}.png")
     save(
         args.name,
         {
