@@ -96,6 +96,11 @@ def test_yaw_is_spread_over_the_whole_range():
     buckets = [(0.0, 30.0), (30.0, 60.0), (60.0, 90.0)]
     balanced = sample_poses(g, 300, PosePrior(), buckets)["yaw"].abs()
     assert torch.histc(balanced, bins=3, min=0, max=90).tolist() == [100, 100, 100]
+    # drawn in batches of 4 (not a multiple of 3), the whole set is still balanced
+    batched = torch.cat([
+        sample_poses(g, 4, PosePrior(), buckets, first=4 * i)["yaw"].abs() for i in range(75)
+    ])  # fmt: skip
+    assert torch.histc(batched, bins=3, min=0, max=90).tolist() == [100, 100, 100]
 
 
 def test_rotation_follows_the_pose_convention():

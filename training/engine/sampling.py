@@ -40,11 +40,19 @@ def mixture(g: torch.Generator, n: int, common: float, wide: float, wide_p: floa
 
 
 def sample_poses(
-    g: torch.Generator, n: int, prior: PosePrior, yaw_buckets: list[tuple[float, float]] | None
+    g: torch.Generator,
+    n: int,
+    prior: PosePrior,
+    yaw_buckets: list[tuple[float, float]] | None,
+    first: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """Yaw, pitch, roll in degrees and camera distance (inf = weak perspective)."""
-    if yaw_buckets:  # evaluation: |yaw| cycles through the buckets
-        bounds = torch.tensor([yaw_buckets[i % len(yaw_buckets)] for i in range(n)])
+    """Yaw, pitch, roll in degrees and camera distance (inf = weak perspective).
+
+    With `yaw_buckets`, |yaw| of sample `first + i` (its index in the whole set) cycles
+    through the buckets, so any prefix of the set is balanced whatever the batch size."""
+    if yaw_buckets:
+        k = len(yaw_buckets)
+        bounds = torch.tensor([yaw_buckets[(first + i) % k] for i in range(n)])
         magnitude = bounds[:, 0] + (bounds[:, 1] - bounds[:, 0]) * torch.rand(n, generator=g)
     else:
         large = torch.rand(n, generator=g) < prior.large_yaw_fraction

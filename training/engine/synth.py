@@ -113,7 +113,7 @@ class SyntheticFaces:
         identity, expression = sample_shape_weights(
             g, size, model.identity_basis.shape[0], model.expression_names, cfg.shape
         )
-        pose = sample_poses(g, size, cfg.pose, self.yaw_buckets)
+        pose = sample_poses(g, size, cfg.pose, self.yaw_buckets, first=index * size)
         frontal = model.shapes(identity.to(device), expression.to(device))
         rotation = rotation_matrices(pose["yaw"], pose["pitch"], pose["roll"]).to(device)
         posed = frontal @ rotation.transpose(1, 2)  # camera frame, y up
