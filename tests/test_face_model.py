@@ -76,7 +76,7 @@ def write_obj(path: Path, vertices: np.ndarray, lines: str = "") -> None:
     path.write_text(text + lines)
 
 
-def fake_facex_model(folder: Path, identities: int = 2, expressions: int = 2) -> dict:
+def synthetic_facex_model(folder: Path, identities: int = 2, expressions: int = 2) -> dict:
     """A FaceXModel-like folder made from the shared npz: the neutral OBJ with texture
     coordinates and polygons, a few identity and expression OBJs, vertex_indices.json."""
     source = dict(np.load(ICT))
@@ -101,7 +101,7 @@ def fake_facex_model(folder: Path, identities: int = 2, expressions: int = 2) ->
 
 
 def test_import_face_model_round_trip(tmp_path, capsys):
-    source = fake_facex_model(tmp_path / "FaceXModel")
+    source = synthetic_facex_model(tmp_path / "FaceXModel")
     out = tmp_path / "installed" / "ict_face_light.npz"
     assert main(["import-face-model", str(tmp_path / "FaceXModel"), "--out", str(out)]) == 0
     assert "2 identity modes" in capsys.readouterr().out
