@@ -58,12 +58,13 @@ DEFAULTS = {
 }
 
 
-def load_config(path: str | Path, overrides: list[str]) -> dict:
-    config = dict(DEFAULTS)
+def load_config(path: str | Path, overrides: list[str], defaults: dict = DEFAULTS) -> dict:
+    """`defaults`, updated from a YAML file, then from `key=value` overrides (YAML values)."""
+    config = dict(defaults)
     config.update(yaml.safe_load(Path(path).read_text()) or {})
     for item in overrides:  # key=value, value parsed as YAML
         key, _, value = item.partition("=")
-        if key not in DEFAULTS:
+        if key not in defaults:
             raise KeyError(f"unknown config key {key!r}")
         config[key] = yaml.safe_load(value)
     return config

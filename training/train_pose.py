@@ -24,7 +24,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import yaml
 
 from facerecon.models import count_parameters, create_model, save_checkpoint
 from facerecon.models.volume_pose import rotation_from_6d
@@ -37,6 +36,7 @@ from training.pose_data import (
     draw_shard,
     load_shards,
 )
+from training.train import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = {
@@ -57,17 +57,6 @@ DEFAULTS = {
     "engine": {},
     "augment": {},
 }
-
-
-def load_config(path: str | Path, overrides: list[str]) -> dict:
-    config = dict(DEFAULTS)
-    config.update(yaml.safe_load(Path(path).read_text()) or {})
-    for item in overrides:  # key=value, value parsed as YAML
-        key, _, value = item.partition("=")
-        if key not in DEFAULTS:
-            raise KeyError(f"unknown config key {key!r}")
-        config[key] = yaml.safe_load(value)
-    return config
 
 
 def draw_heads(config: dict, folder: Path) -> dict[str, torch.Tensor]:
@@ -157,7 +146,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override config entries (value parsed as YAML)")  # fmt: skip
     args = parser.parse_args()
-    print(train(load_config(args.config, args.set)))
+    print(train(load_config(args.config, args.set, DEFAULTS)))
 
 
 if __name__ == "__main__":
