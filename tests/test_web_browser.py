@@ -26,6 +26,7 @@ from PIL import Image
 
 from facerecon.reconstructor import Reconstructor
 from facerecon_web import GatewaySettings, create_app
+from facerecon_web.headless import CHROMIUM_FLAGS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -33,20 +34,9 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
     reason="needs chromium and chromedriver: apt-get install -y chromium chromium-driver",
 )
-# Headless without a GPU: WebGL through SwiftShader (ANGLE's software Vulkan); a fake
-# camera for getUserMedia, granted without a prompt.
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
+# Chromium's fake camera answers getUserMedia, granted without a prompt.
+BROWSER_FLAGS = (
+    *CHROMIUM_FLAGS,
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
     "--window-size=1200,1000",
@@ -94,7 +84,7 @@ def browser(tmp_path_factory):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
+    for flag in BROWSER_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium')}")
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)

@@ -21,21 +21,9 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.support.ui import WebDriverWait
 
-# As in tests/test_web_browser.py: headless, WebGL through SwiftShader, nothing phoned home.
-FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--hide-scrollbars",
-)
+from facerecon_web.headless import CHROMIUM_FLAGS
+
+FLAGS = (*CHROMIUM_FLAGS, "--hide-scrollbars")
 
 
 def main() -> int:
