@@ -10,7 +10,8 @@ vertices, crop pixels) and the true pose. Two inputs are registered:
   this isolates the registration's own error from the network's;
 - "network_volume": the volume a trained checkpoint predicts from the rendered photo
   (weights/facerecon.pt, else runs/vrn-light-cpu/model.pt; skipped if neither exists).
-The pose estimate `facerecon.pose.estimate_pose` seeds each fit, as in the Reconstructor.
+Each fit is seeded as in the Reconstructor: by the learned head pose from the volume
+(weights/pose.pt), or by the geometric `facerecon.pose.estimate_pose` without it.
 
 Metrics, per yaw bucket and overall:
 - nme2d_box: mean 2D landmark distance / sqrt(w * h) of the true landmarks' 2D box (the
@@ -38,7 +39,9 @@ import torch
 from bench.results_io import save
 from facerecon.face_model import load_face_model
 from facerecon.mesh import volume_to_mesh
+from facerecon.models.volume_pose import estimate_volume_pose
 from facerecon.pose import estimate_pose
+from facerecon.reconstructor import load_pose_model
 from facerecon.registration import register
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +85,7 @@ def face_errors(result, landmarks: np.ndarray, pose: tuple[float, float, float])
     }
 
 
-def register_volumes(volumes, batch, face_model, first: int) -> list[dict]:
+def register_volumes(volumes, batch, face_model, pose_model, first: int) -> list[dict]:
     records = []
     for i, volume in enumerate(volumes):
         mesh = volume_to_mesh(volume)
@@ -91,7 +94,10 @@ def register_volumes(volumes, batch, face_model, first: int) -> list[dict]:
             records.append({"index": first + i, "yaw": truth[0], "empty": True})
             continue
         start = time.perf_counter()
-        estimate = estimate_pose(mesh)
+        if pose_model is None:
+            estimate = estimate_pose(mesh)
+        else:
+            estimate = estimate_volume_pose(pose_model, volume)
         pose_ms = (time.perf_counter() - start) * 1000.0
         start = time.perf_counter()
         result = register(mesh, face_model, estimate)
@@ -164,21 +170,23 @@ def main() -> None:
         network, _ = load_checkpoint(checkpoint, "cpu")
         network.eval()
 
+    pose_model = load_pose_model(None, CHECKPOINTS[0])
     truth_records, network_records = [], []
     for index, first in enumerate(range(0, args.faces, args.batch)):
         batch = engine.batch(index, min(args.batch, args.faces - first))
         volumes = fill_volume(batch.front, batch.back).float().numpy()
-        truth_records += register_volumes(volumes, batch, face_model, first)
+        truth_records += register_volumes(volumes, batch, face_model, pose_model, first)
         if network is not None and first < args.network_faces:
             with torch.inference_mode():
                 predicted = torch.sigmoid(network(batch.image)).float().numpy()
-            network_records += register_volumes(predicted, batch, face_model, first)
+            network_records += register_volumes(predicted, batch, face_model, pose_model, first)
         print(f"{first + len(batch.yaw)} faces", flush=True)
 
     figures = {
         "machine_note": "shared 2-core CPU (other engineers' jobs and a training run); "
         f"load average at the end {os.getloadavg()[0]:.1f}; one torch thread",
         "seed": SEED,
+        "pose_seed": "learned (weights/pose.pt)" if pose_model else "geometric estimate_pose",
         "ground_truth_volume": summarise(truth_records),
         "network_volume": (
             {"checkpoint": str(checkpoint.relative_to(REPO)), **summarise(network_records)}

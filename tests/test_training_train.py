@@ -54,6 +54,32 @@ def test_training_resumes_from_its_state(run_dir):
     assert steps == [1, 2, 3]
 
 
+def test_fine_tuning_starts_from_a_checkpoint_and_records_it(run_dir, tmp_path):
+    from facerecon.models import load_checkpoint
+    from training.train import load_config, train
+
+    config = load_config(
+        REPO / "training/configs/vrn-light-cpu-finetune.yaml",
+        ["variant=vrn-tiny", "batch_size=2", "steps=1", "warmup_steps=1", "lr=0.0",
+         f"run_dir={tmp_path / 'tuned'}", "photo_limit=16", "threads=1",
+         f"init_weights={run_dir / 'model.pt'}"],
+    )  # fmt: skip
+    tuned = train(config)
+    start, start_info = load_checkpoint(run_dir / "model.pt")
+    model, info = load_checkpoint(tuned / "model.pt")
+    assert info["meta"]["start_from"]["sha256"] == start_info["sha256"]
+    assert info["meta"]["start_from"]["steps"] == start_info["meta"]["steps"]
+    # lr 0: the weights are the starting checkpoint's (BN statistics move in train mode)
+    weights = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+    weights = {k: v for k, v in weights.items() if "running" not in k}
+    for name, value in weights.items():
+        torch.testing.assert_close(value, start.state_dict()[name], atol=2e-3, rtol=1e-2)
+
+    wrong = dict(config, variant="vrn-light", run_dir=str(tmp_path / "wrong"))
+    with pytest.raises(ValueError, match="vrn-tiny"):
+        train(wrong)
+
+
 def test_evaluate_reports_iou_and_nme_per_yaw_bucket(run_dir, tmp_path):
     from training.evaluate import evaluate
 

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from facerecon.models import count_parameters, create_model, save_checkpoint
+from facerecon.models import count_parameters, create_model, load_checkpoint, save_checkpoint
 from training.engine.synth import EngineConfig, SyntheticFaces
 from training.losses import StackLogits, volume_iou, volume_loss, volume_targets
 
@@ -54,6 +54,7 @@ DEFAULTS = {
     "run_dir": "runs/default",
     "shared": str(REPO.parent / "shared"),
     "photo_limit": None,  # use only the first N training photos (tests)
+    "init_weights": None,  # start a new run from this checkpoint's weights (fine-tuning)
     "engine": {},
 }
 
@@ -99,6 +100,20 @@ def init_output_bias(model: torch.nn.Module, engine: SyntheticFaces, config: dic
             head.bias.fill_(torch.logit(occupancy).item())
 
 
+def start_from_checkpoint(model: torch.nn.Module, config: dict) -> dict:
+    """Load `init_weights` into `model`; returns what the run's checkpoints record of it."""
+    source, info = load_checkpoint(config["init_weights"])
+    if info["variant"] != config["variant"]:
+        raise ValueError(
+            f"init_weights is a {info['variant']!r}, the config a {config['variant']!r}"
+        )
+    model.load_state_dict(source.state_dict())
+    meta = info["meta"]
+    return {"sha256": info["sha256"], "steps": meta.get("steps"),
+            "samples_seen": meta.get("samples_seen"), "hours": meta.get("hours"),
+            "start_from": meta.get("start_from")}  # fmt: skip
+
+
 def hardware(device: torch.device, world: int) -> str:
     if device.type == "cuda":
         return f"{world} x {torch.cuda.get_device_name(device)}"
@@ -136,12 +151,16 @@ def train(config: dict) -> Path:
     model = create_model(config["variant"]).to(device)
     optimizer = make_optimizer(config, model)
     state_path, step, samples, seconds = run_dir / "state.pt", 0, 0, 0.0
+    start_from = None
     if state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, samples, seconds = state["step"], state["samples"], state["seconds"]
         torch.set_rng_state(state["torch_rng"])
+        start_from = state.get("start_from")
+    elif config["init_weights"]:
+        start_from = start_from_checkpoint(model, config)
     else:
         init_output_bias(model, engine, config)
     net = StackLogits(model)
@@ -160,7 +179,7 @@ def train(config: dict) -> Path:
         atomic_save(
             {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
              "samples": samples, "seconds": seconds, "torch_rng": torch.get_rng_state(),
-             "config": config},
+             "config": config, "start_from": start_from},
             state_path,
         )  # fmt: skip
         meta = {
@@ -169,6 +188,7 @@ def train(config: dict) -> Path:
             "samples_seen": samples, "hours": round(seconds / 3600, 3),
             "hardware": hardware(device, world), "train_config": config,
             "loss": f"per-voxel sigmoid cross-entropy ({config['loss_resolution']})",
+            "start_from": start_from,  # the checkpoint a fine-tuning run began at
         }  # fmt: skip
         tmp = run_dir / "model.tmp"
         save_checkpoint(tmp, model, config["variant"], meta)

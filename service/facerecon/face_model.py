@@ -26,6 +26,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 import torch
 from scipy.spatial import cKDTree
 
@@ -83,7 +84,7 @@ def triangle_uv_indices(quads_uv: np.ndarray, quad_is_triangle: np.ndarray) -> n
     return both[keep]
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: the registration caches per model
 class FaceModel:
     """The outer head of the ICT model; every tensor on one device, float32 or long."""
 
@@ -120,6 +121,14 @@ class FaceModel:
         t = self.triangles
         edges = torch.cat([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
         return torch.cat([edges, edges.flip(1)]).unique(dim=0)
+
+    @cached_property
+    def adjacency(self) -> scipy.sparse.csr_matrix:
+        """(V, V) float32 CSR: 1 where two vertices share an edge (sums over neighbours)."""
+        source, target = self.edges.cpu().numpy().T
+        ones = np.ones(len(source), np.float32)
+        count = self.num_vertices
+        return scipy.sparse.csr_matrix((ones, (source, target)), shape=(count, count))
 
     def to(self, device: torch.device | str) -> FaceModel:
         moved = {}
