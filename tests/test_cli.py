@@ -1,6 +1,8 @@
+from pathlib import Path
+
 import trimesh
 
-from facerecon.cli import main, parse_angles
+from facerecon.cli import build_parser, main, parse_angles
 
 
 def test_angles_parse_yaw_and_optional_pitch():
@@ -41,3 +43,11 @@ def test_info_prints_the_model(tiny_weights, capsys):
     assert main(["info", "--weights", str(tiny_weights), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "vrn-tiny" in out and "cpu" in out
+
+
+def test_detector_defaults_to_the_same_variable_as_the_server(monkeypatch, tmp_path):
+    args = ["reconstruct", "photo.jpg", "--out", str(tmp_path)]
+    monkeypatch.delenv("FACERECON_DETECTOR", raising=False)
+    assert build_parser().parse_args(args).detector is None
+    monkeypatch.setenv("FACERECON_DETECTOR", "/models/yunet.onnx")
+    assert build_parser().parse_args(args).detector == Path("/models/yunet.onnx")

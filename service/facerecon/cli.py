@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,9 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated YAW or YAW:PITCH in degrees ('' for none)")  # fmt: skip
     rec.add_argument("--size", type=int, default=256, help="view size in pixels")
     rec.add_argument("--decimate", type=int, default=None, help="target face count")
-    rec.add_argument("--detector", type=Path, default=None,
-                     help="face detector model file (SCRFD or YuNet ONNX); "
-                          "without one each photo is treated as a face crop")  # fmt: skip
+    rec.add_argument("--detector", type=Path, default=os.environ.get("FACERECON_DETECTOR"),
+                     help="face detector model file (SCRFD or YuNet ONNX; default: "
+                          "$FACERECON_DETECTOR, as for the server); without one each photo is "
+                          "treated as a face crop")  # fmt: skip
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     model_args(rec)
 
