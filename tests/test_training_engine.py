@@ -42,6 +42,16 @@ def test_same_seed_and_index_give_the_same_batch(engine, batch):
     assert not torch.equal(other.image, batch.image)
 
 
+def test_a_pose_sweep_changes_only_the_pose(engine):
+    first, same, turned = engine.pose_sweep(7, [20.0, 20.0, 50.0])
+    assert (first.image - same.image).abs().max() < 1e-4  # same person, texture, light
+    assert abs(abs(float(turned.yaw[0])) - 50.0) < 1e-4
+    assert float(turned.yaw[0]) * float(first.yaw[0]) > 0  # flipped together, or neither
+    assert (first.image - turned.image).abs().mean() > 0.02
+    other = engine.pose_sweep(8, [20.0])[0]
+    assert (first.image - other.image).abs().mean() > 0.02  # another person
+
+
 def test_volume_columns_match_the_rendered_silhouette(batch):
     from training.engine.voxelize import SLICES, fill_volume, pooled_volume
 

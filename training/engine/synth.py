@@ -8,6 +8,7 @@ same faces.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,12 +109,48 @@ class SyntheticFaces:
     def batch(self, index: int, size: int) -> Batch:
         """Batch number `index` of `size` samples; the same (seed, index, size) -> same batch."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        cfg, model, device = self.config, self.model, self.device
-
+        model = self.model
         identity, expression = sample_shape_weights(
-            g, size, model.identity_basis.shape[0], model.expression_names, cfg.shape
+            g, size, model.identity_basis.shape[0], model.expression_names, self.config.shape
         )
-        pose = sample_poses(g, size, cfg.pose, self.yaw_buckets, first=index * size)
+        pose = sample_poses(g, size, self.config.pose, self.yaw_buckets, first=index * size)
+        return self.render(g, identity, expression, pose)
+
+    def pose_sweep(self, person: int, yaws: Sequence[float]) -> list[Batch]:
+        """Synthetic person number `person` (a random identity, neutral expression) seen at
+        each yaw (pitch and roll 0, weak perspective), one single-sample Batch per yaw. The
+        photo texture, light, background, framing jitter and image degradations are drawn
+        once, so only the pose differs between the images (a flip mirrors them all)."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + person)
+        model = self.model
+        identity, _ = sample_shape_weights(
+            g, 1, model.identity_basis.shape[0], model.expression_names, self.config.shape
+        )
+        expression = torch.zeros(1, model.expression_basis.shape[0])
+        state = g.get_state()
+        sweep = []
+        for yaw in yaws:
+            g.set_state(state)
+            pose = {
+                "yaw": torch.tensor([float(yaw)]),
+                "pitch": torch.zeros(1),
+                "roll": torch.zeros(1),
+                "camera_distance": torch.tensor([float("inf")]),
+            }
+            sweep.append(self.render(g, identity, expression, pose))
+        return sweep
+
+    def render(
+        self,
+        g: torch.Generator,
+        identity: torch.Tensor,
+        expression: torch.Tensor,
+        pose: dict[str, torch.Tensor],
+    ) -> Batch:
+        """Heads of these shape weights at these poses (`sample_poses`' keys); `g` draws
+        everything else: framing jitter, appearance, degradations and flips."""
+        cfg, model, device = self.config, self.model, self.device
+        size = identity.shape[0]
         frontal = model.shapes(identity.to(device), expression.to(device))
         rotation = rotation_matrices(pose["yaw"], pose["pitch"], pose["roll"]).to(device)
         posed = frontal @ rotation.transpose(1, 2)  # camera frame, y up
