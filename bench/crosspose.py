@@ -2,10 +2,11 @@
 
     pip install -e ".[eval]"
     python -m bench.crosspose [--people 100] [--weights weights/facerecon.pt]
-                              [--arcface-model PATH/w600k_r50.onnx]
+                              [--arcface-model PATH/w600k_r50.onnx] [--synthetic]
 
-Writes bench/results/crosspose.json and docs/crosspose.png; caches embeddings (never images)
-under runs/crosspose/ (git-ignored). See bench/README_crosspose.md for the protocol.
+Writes bench/results/crosspose.json and docs/crosspose.png (with --synthetic:
+crosspose_synthetic.json / .png); caches embeddings (never images) under runs/crosspose/
+(git-ignored). See bench/README_crosspose.md for the protocol.
 
 Recogniser: dlib's ResNet face embedding (face_recognition_models, public domain weights,
 150×150 chips, score = -Euclidean distance) by default; InsightFace ArcFace (112×112 chips,
@@ -14,6 +15,10 @@ cosine) when `--arcface-model` names its ONNX file (nothing is downloaded).
 Data: CFP (/work/shared/realfaces/cfp): per person, frontal photos 01-02 are the gallery,
 frontal 09-10 and the 4 profiles are probes. Faces are found by YuNet. Probes are bucketed by
 the reconstruction's estimated |yaw|: [0, 30), [30, 60), [60, 90].
+--synthetic: people drawn by the training engine (training/engine; shapes of a seed never
+used in training, textures from held-out UTKFace photos, no occluders), each seen at yaw 0
+(the gallery) and at SYNTHETIC_PROBE_YAWS with the same texture, light and background, so
+that only the pose differs; probes are bucketed by their true |yaw|.
 
 Arms (every probe against every gallery photo; a person's score is the best of theirs):
 - raw: the photos as the recogniser's own pipeline aligns them (dlib: its 5-point shape
@@ -47,12 +52,16 @@ SHARED = REPO.parent / "shared"
 CFP = SHARED / "realfaces" / "cfp" / "images"
 YUNET = SHARED / "models" / "yunet" / "yunet_s_dynamic.onnx"
 CACHE = REPO / "runs" / "crosspose"
-PLOT = REPO / "docs" / "crosspose.png"
+DOCS = REPO / "docs"
 CHECKPOINTS = [REPO / "weights" / "facerecon.pt", REPO / "runs" / "vrn-light-cpu" / "model.pt"]
 
 GALLERY = ("frontal/01.jpg", "frontal/02.jpg")
 FRONTAL_PROBES = ("frontal/09.jpg", "frontal/10.jpg")
 PROFILE_PROBES = ("profile/01.jpg", "profile/02.jpg", "profile/03.jpg", "profile/04.jpg")
+SYNTHETIC_GALLERY = ("yaw+0",)
+SYNTHETIC_PROBE_YAWS = (10.0, 20.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0)
+SYNTHETIC_SEED = 20171  # the engine's held-out seed is 20170; neither is used in training
+SYNTHETIC_PAD = 48  # pixels of edge-replicated border: YuNet misses faces that touch the frame
 BUCKETS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
 ARMS = ("raw", "frontalised", "pose_matched", "fusion", "raw_geometry_aligned")
 PLOTTED = ARMS[:4]
@@ -220,25 +229,30 @@ class Photo:
     frontal: np.ndarray | None = None  # embedding of the frontalised reconstruction
     geometry_aligned: np.ndarray | None = None  # the photo aligned by the geometry's points
     at_yaw: dict[float, np.ndarray] | None = None  # gallery: embeddings rendered per grid yaw
+    true_yaw: float | None = None  # known for synthetic people: buckets use it
+
+    @property
+    def bucket_yaw(self) -> float:
+        return self.yaw if self.true_yaw is None else self.true_yaw
 
 
 def nearest_grid_yaw(yaw: float) -> float:
     return float(YAW_GRID[np.argmin(np.abs(YAW_GRID - yaw))])
 
 
-def process(rec, recogniser, photo: Photo, gallery_yaws: list[float] | None) -> Photo:
+def process(
+    rec, recogniser, photo: Photo, image: np.ndarray, gallery_yaws: list[float] | None
+) -> Photo:
     """Detect, reconstruct, render and embed one photo (its pixels never leave memory).
     `gallery_yaws`: for a gallery photo, the grid yaws to render it at; None for a probe."""
     from facerecon.chips import LAYOUTS, align_chip, layout_points, project, template_landmarks68
     from facerecon.chips import turn_to as turn_to_pose
     from facerecon.errors import InputError
-    from facerecon.image import decode_image
     from facerecon.pose import Pose
     from facerecon.reconstructor import ReconstructOptions
     from facerecon.render import render_views
 
     gallery = gallery_yaws is not None
-    image = decode_image((CFP / f"{photo.person:03d}" / photo.name).read_bytes())
     detections = rec.detector.detect(image)
     if not detections:
         return photo
@@ -285,6 +299,72 @@ def process(rec, recogniser, photo: Photo, gallery_yaws: list[float] | None) -> 
     return photo
 
 
+# ---- the people and their photos ------------------------------------------------------------
+
+
+class CfpPhotos:
+    """CFP: real photos of the first `people` people."""
+
+    gallery, probes = GALLERY, FRONTAL_PROBES + PROFILE_PROBES
+    source = "cfp"
+
+    def __init__(self, people: int) -> None:
+        if not CFP.is_dir():
+            raise SystemExit("needs ../shared/realfaces/cfp")
+        self.people = sorted(int(p.name) for p in CFP.iterdir() if p.is_dir())[:people]
+
+    def image(self, person: int, name: str) -> np.ndarray:
+        from facerecon.image import decode_image
+
+        return decode_image((CFP / f"{person:03d}" / name).read_bytes())
+
+    def true_yaw(self, person: int, name: str) -> float | None:
+        return None
+
+
+class SyntheticPhotos:
+    """People drawn by the training engine, each at yaw 0 and SYNTHETIC_PROBE_YAWS."""
+
+    gallery = SYNTHETIC_GALLERY
+    probes = tuple(f"yaw+{yaw:g}" for yaw in SYNTHETIC_PROBE_YAWS)
+    source = f"synthetic:{SYNTHETIC_SEED}"
+
+    def __init__(self, people: int) -> None:
+        from dataclasses import replace
+
+        from training.engine.synth import EngineConfig, SyntheticFaces
+
+        config = EngineConfig()
+        config = replace(config, appearance=replace(config.appearance, occluder_probability=0.0))
+        self.engine = SyntheticFaces.from_shared(
+            SHARED, CACHE / "engine", "heldout", seed=SYNTHETIC_SEED, config=config
+        )
+        self.people = list(range(people))
+        self._sweep: tuple[int, dict[str, tuple[np.ndarray, float]]] | None = None
+
+    def _of(self, person: int, name: str) -> tuple[np.ndarray, float]:
+        if self._sweep is None or self._sweep[0] != person:  # one person in memory at a time
+            names = self.gallery + self.probes
+            yaws = [float(n.removeprefix("yaw")) for n in names]
+            drawn = self.engine.pose_sweep(person, yaws)
+            self._sweep = (person, {
+                n: (self._photo(b.image[0].numpy()), float(b.yaw[0]))
+                for n, b in zip(names, drawn, strict=True)
+            })  # fmt: skip
+        return self._sweep[1][name]
+
+    @staticmethod
+    def _photo(chw: np.ndarray) -> np.ndarray:
+        rgb = (np.clip(chw.transpose(1, 2, 0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        return np.pad(rgb, ((SYNTHETIC_PAD,) * 2, (SYNTHETIC_PAD,) * 2, (0, 0)), mode="edge")
+
+    def image(self, person: int, name: str) -> np.ndarray:
+        return self._of(person, name)[0]
+
+    def true_yaw(self, person: int, name: str) -> float | None:
+        return self._of(person, name)[1]
+
+
 # ---- the protocol ---------------------------------------------------------------------------
 
 
@@ -326,14 +406,14 @@ def evaluate(
     matrices = score_matrices(probes, gallery, people, recogniser)
     truth = np.array([column[p.person] for p in probes])
     identity = np.array([p.person for p in probes])
-    bucket = np.array([bucket_of(p.yaw) for p in probes])
+    bucket = np.array([bucket_of(p.bucket_yaw) for p in probes])
     report = {}
     for b, (lo, hi) in enumerate(BUCKETS):
         rows = np.flatnonzero(bucket == b)
         entry = {
             "probes": int(len(rows)),
             "people": int(len(np.unique(identity[rows]))),
-            "mean_abs_yaw": float(np.mean(np.abs([probes[r].yaw for r in rows])))
+            "mean_abs_yaw": float(np.mean(np.abs([probes[r].bucket_yaw for r in rows])))
             if len(rows)
             else None,
             "frontal_view_visible_fraction": float(
@@ -412,7 +492,11 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=None, help="default: shipped, else run")
     parser.add_argument("--arcface-model", type=Path, default=None, help="ArcFace ONNX file")
     parser.add_argument("--bootstrap", type=int, default=500, help="resampling rounds")
-    parser.add_argument("--name", default="crosspose", help="results name")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="the engine's synthetic people instead of CFP")  # fmt: skip
+    parser.add_argument(
+        "--name", default=None, help="results name (default: crosspose[_synthetic])"
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: fastest on a busy CPU)"
     )
@@ -428,15 +512,19 @@ def main() -> None:
     from facerecon.reconstructor import Reconstructor
 
     weights = args.weights or next((p for p in CHECKPOINTS if p.is_file()), None)
-    if weights is None or not CFP.is_dir():
-        raise SystemExit("needs a checkpoint and ../shared/realfaces/cfp")
+    if weights is None:
+        raise SystemExit("needs a checkpoint")
     torch.set_num_threads(args.threads)
     recogniser = ArcFaceRecogniser(args.arcface_model) if args.arcface_model else DlibRecogniser()
     rec = Reconstructor(weights, device="cpu", detector=YUNET)
-    people = sorted(int(p.name) for p in CFP.iterdir() if p.is_dir())[: args.people]
+    photos = SyntheticPhotos(args.people) if args.synthetic else CfpPhotos(args.people)
+    people = photos.people
+    name = args.name or ("crosspose_synthetic" if args.synthetic else "crosspose")
 
     pose_estimator = "geometric" if rec.pose_model is None else "volume-pose network"
-    identity = f"v2|{rec.info.sha256}|{pose_estimator}|{recogniser.name}|{VIEW_SIZE}"
+    identity = (
+        f"v3|{photos.source}|{rec.info.sha256}|{pose_estimator}|{recogniser.name}|{VIEW_SIZE}"
+    )
     key = hashlib.sha256(identity.encode()).hexdigest()
     cache_path = CACHE / f"{key[:16]}.pkl"
     cache: dict[tuple[int, str], Photo] = {}
@@ -447,11 +535,13 @@ def main() -> None:
     def run(names: tuple[str, ...], yaws: list[float] | None) -> list[Photo]:
         done = []
         for n, person in enumerate(people):
-            for name in names:
-                photo = cache.get((person, name))
+            for photo_name in names:
+                photo = cache.get((person, photo_name))
                 if photo is None or (yaws is not None and not set(yaws) <= set(photo.at_yaw or ())):
-                    photo = process(rec, recogniser, Photo(person, name), yaws)
-                    cache[(person, name)] = photo
+                    fresh = Photo(person, photo_name, true_yaw=photos.true_yaw(person, photo_name))
+                    image = photos.image(person, photo_name)
+                    photo = process(rec, recogniser, fresh, image, yaws)
+                    cache[(person, photo_name)] = photo
                 done.append(photo)
             if n % 10 == 9 or n == len(people) - 1:
                 CACHE.mkdir(parents=True, exist_ok=True)
@@ -461,9 +551,9 @@ def main() -> None:
         return done
 
     # probes first: the gallery is rendered only at the grid yaws the probes need
-    probes = run(FRONTAL_PROBES + PROFILE_PROBES, None)
+    probes = run(photos.probes, None)
     needed = sorted({nearest_grid_yaw(p.yaw) for p in probes if p.found})
-    gallery = run(GALLERY, needed)
+    gallery = run(photos.gallery, needed)
     missing = sum(not p.found for p in probes + gallery)
     probes = [p for p in probes if p.found]
     gallery = [g for g in gallery if g.found]
@@ -472,14 +562,17 @@ def main() -> None:
     probes = [p for p in probes if p.person in set(enrolled)]
     report = evaluate(probes, gallery, enrolled, recogniser, args.bootstrap)
     checkpoint = str(weights.relative_to(REPO)) if weights.is_relative_to(REPO) else str(weights)
+    data = "synthetic people (training engine)" if args.synthetic else "CFP"
     title = (
-        f"CFP, {len(enrolled)} people, {recogniser.name}, 95% CI over resampled identities\n"
+        f"{data}, {len(enrolled)} people, {recogniser.name}, 95% CI over resampled identities\n"
         f"facerecon {rec.info.variant} ({checkpoint}, sha256 {rec.info.sha256[:12]})"
     )
-    plot(report, title, PLOT if args.name == "crosspose" else CACHE / f"{args.name}.png")
+    default_name = name in ("crosspose", "crosspose_synthetic")
+    plot(report, title, (DOCS if default_name else CACHE) / f"{name}.png")
     save(
-        args.name,
+        name,
         {
+            "data": photos.source,
             "recogniser": recogniser.name,
             "weights": checkpoint,
             "weights_sha256": rec.info.sha256,
