@@ -183,8 +183,8 @@ def main() -> None:
         print(f"{first + len(batch.yaw)} faces", flush=True)
 
     figures = {
-        "machine_note": "shared 2-core CPU (other engineers' jobs and a training run); "
-        f"load average at the end {os.getloadavg()[0]:.1f}; one torch thread",
+        "machine_note": f"load average at the end {os.getloadavg()[0]:.1f} "
+        f"(on {os.cpu_count()} cores); one torch thread",
         "seed": SEED,
         "pose_seed": "learned (weights/pose.pt)" if pose_model else "geometric estimate_pose",
         "ground_truth_volume": summarise(truth_records),
