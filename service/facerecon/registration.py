@@ -352,9 +352,9 @@ class _Fit:
         self.anchor, self.anchor_weight = anchor, anchor_weight  # (B, 3, 3), (B,)
         self.rotation, self.scale, self.translation = rotation, scale, translation
         self.face_size = face_size
-        _, self.basis, self.mean, self.normals = _fitted_vertices(model, vertices)
+        self.basis, self.mean, self.normals = _fitted_vertices(model, vertices)
         self.flat_basis = self.basis.flatten(1)  # matmuls beat einsum on CPU
-        _, landmark_basis, self.landmark_mean, _ = _fitted_vertices(model, None)
+        landmark_basis, self.landmark_mean, _ = _fitted_vertices(model, None)
         self.landmark_basis = landmark_basis.flatten(1)
         identities = model.identity_basis.shape[0]
         self.prior = torch.cat([
@@ -512,10 +512,10 @@ class _Fit:
 @functools.lru_cache(maxsize=16)
 def _fitted_vertices(
     model: FaceModel, count: int | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A fixed random subset of `count` face-region vertices (None: the 68 landmarks): their
-    indices, (I + E, n, 3) identity then expression offsets, neutral positions and neutral
-    normals (enough to tell which way a vertex faces). Cached: every fit uses the same."""
+    (I + E, n, 3) identity then expression offsets, neutral positions and neutral normals
+    (enough to tell which way a vertex faces). Cached: every fit uses the same subset."""
     if count is None:
         subset = model.landmarks68
     else:
@@ -523,7 +523,7 @@ def _fitted_vertices(
         order = torch.randperm(len(face), generator=torch.Generator().manual_seed(0))
         subset = face[order[:count]].sort().values
     basis = torch.cat([model.identity_basis[:, subset], model.expression_basis[:, subset]])
-    return subset, basis, model.neutral[subset], model.neutral_normals[subset]
+    return basis, model.neutral[subset], model.neutral_normals[subset]
 
 
 def _rodrigues(omega: torch.Tensor) -> torch.Tensor:
