@@ -136,3 +136,12 @@ def test_triangle_uvs_follow_the_polygon_split():
     vertex_of_uv = np.full(len(source["uv"]), -1)
     vertex_of_uv[source["quads_uv"].ravel()] = quads.ravel()
     np.testing.assert_array_equal(vertex_of_uv[corners], source["triangles"])
+
+
+def test_sparse_normals_match_vertex_normals(model):
+    from facerecon.face_model import vertex_normals
+
+    shapes = model.shapes(torch.randn(2, model.identity_basis.shape[0]),
+                          torch.rand(2, model.expression_basis.shape[0]) * 0.5)  # fmt: skip
+    torch.testing.assert_close(model.normals(shapes), vertex_normals(shapes, model.triangles),
+                               atol=1e-5, rtol=1e-4)  # fmt: skip

@@ -14,7 +14,7 @@ from facerecon.face_model import load_face_model
 from facerecon.mesh import Mesh, volume_to_mesh
 from facerecon.pose import Pose, rotation_matrix
 from facerecon.reconstructor import ReconstructOptions, Reconstructor
-from facerecon.registration import _rodrigues, _rotation_vector, register
+from facerecon.registration import _rodrigues, _rotation_vector, _Target, register
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ICT = SHARED / "facemodel" / "ict_face_light.npz"
@@ -98,6 +98,32 @@ def test_rotation_vector_inverts_rodrigues():
     omega = torch.tensor([[0.0, 0.0, 0.0], [0.3, -0.2, 0.1], [0.0, 2.5, 0.0], [1e-4, 0, 0]])
     recovered = _rotation_vector(_rodrigues(omega))
     torch.testing.assert_close(recovered, omega, atol=1e-4, rtol=1e-3)
+
+
+def test_grid_lookup_finds_the_visible_surface():
+    """Points near the camera-facing surface of a sphere are matched to a vertex of that
+    surface about as near as the true nearest one (within a grid cell); points far from any
+    cell within reach get no match; the back of the sphere is never matched."""
+    from skimage.measure import marching_cubes
+
+    z, y, x = np.mgrid[:64, :64, :64]
+    inside = ((x - 32) ** 2 + (y - 32) ** 2 + (z - 32) ** 2 < 20**2).astype(np.float32)
+    vertices, faces, normals, _ = marching_cubes(inside, 0.5)
+    mesh = Mesh(vertices[:, ::-1], faces[:, ::-1], normals=normals[:, ::-1])  # (x, y, z)
+    target = _Target(mesh)
+    points = target.points.numpy()
+    front = points[points[:, 2] > 5.0]
+    rng = np.random.default_rng(0)
+    query = front[rng.choice(len(front), 300)] + rng.normal(0.0, 1.0, (300, 3))
+    found, found_normals = target.nearest(torch.from_numpy(query.astype(np.float32)), reach=2)
+    found = found.numpy()
+    exact = np.linalg.norm(query[:, None] - points[None], axis=-1).min(1)
+    assert (np.linalg.norm(found - query, axis=1) <= exact + 1.5 * target.cell).all()
+    assert (found[:, 2] > -2.0).all()  # the front half of the sphere, never its back
+    assert (found_normals[:, 2] >= 0).all()  # zero: on the cut at the box's sides
+    far = torch.tensor([[0.0, 0.0, 30.0]])  # the sphere's centre line, well in front
+    points_far, normals_far = target.nearest(far, bound=3.0)
+    assert torch.equal(points_far, far) and not normals_far.any()
 
 
 @needs_model

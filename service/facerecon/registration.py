@@ -6,7 +6,8 @@ per-vertex offsets. The fit runs in a y-up copy of the image frame (DEVELOPERS.m
 fitted rotation is the head pose directly.
 
 Data term: point-to-plane distances from model vertices (a fixed subset of the face region)
-to their nearest mesh vertices (a cKDTree, re-queried every iteration), robust
+to nearby vertices of the mesh's camera-facing surface (a projective lookup grid, re-queried
+every iteration: `_Target`), robust
 (Geman-McClure weights, the scale shrinking) and restricted to model vertices facing the
 camera whose normals agree with the surface's: the volume's visible front is what the
 network sees, its back is a guess, and where the head leaves the volume the mesh is a flat
@@ -36,16 +37,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from facerecon.crop import FRAMING
-from facerecon.face_model import FaceModel, vertex_normals
+from facerecon.face_model import FaceModel
 from facerecon.mesh import FLIP_Y, Mesh
 from facerecon.pose import Pose, pose_from_rotation, rotation_matrix
 
 FRAMING_TOLERANCE = math.log(1.25)  # face size vs the framing's, before the cost grows
 SEARCH_SCALES = 4.0  # nearest-neighbour search radius, in robust scales
 BOX_MARGIN = 0.01  # of the mesh extent: vertices this close to its box lie on a cut
+GRID_BORDER = 2  # empty cells around the grid: the widest reach a search may use
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Stage:
     shape_from: int  # iteration from which the model weights are fitted too (pose before)
     robust_scale_cm: tuple[float, float]  # Geman-McClure scale, first and last iteration
     keep: int  # starts per face passed on (lowest robust cost)
+    reach: int = 2  # matches are searched this many grid cells around a point
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,9 @@ class FitSettings:
     stages: tuple[Stage, ...] = (
         Stage(vertices=200, iterations=3, shape_from=3, robust_scale_cm=(2.0, 1.0), keep=2),
         Stage(vertices=400, iterations=3, shape_from=1, robust_scale_cm=(1.5, 0.6), keep=1),
-        Stage(vertices=1000, iterations=4, shape_from=0, robust_scale_cm=(0.8, 0.25), keep=1),
+        Stage(
+            vertices=1000, iterations=4, shape_from=0, robust_scale_cm=(0.8, 0.25), keep=1, reach=1
+        ),
     )
     identity_prior: float = 1e-3  # L2 weight of identity weights (~N(0, 1)), in cm^2
     expression_prior: float = 1e-2  # L2 weight of expression weights ([0, 1])
@@ -204,57 +208,96 @@ def _register_batch(
 
 
 class _Target:
-    """A mesh in the y-up frame, centred on its vertex mean, with a nearest-vertex index.
+    """A mesh in the y-up frame, centred on its vertex mean, with a projective lookup grid.
 
     The volume is a box around the head: where the head leaves it (the crop's sides, the
     back of a deep head) the mesh is closed by flat cuts that are not the head's surface.
     Vertices on the mesh's bounding box get zero normals, so matches there never agree with
     a model normal and carry no weight.
+
+    Only the surface seen from the camera is fitted (the model vertices that face it), so
+    matches come from the front-most vertex in each cell of an image-plane grid (cells of
+    the mesh's edge length): a query is answered by the nearest of the 3x3 cells around it.
+    That is projective data association, as in depth-camera ICP: a gather instead of a k-d
+    tree search, and no tree to build (measured 3x faster per fit, as accurate).
     """
 
     def __init__(self, mesh: Mesh):
-        vertices = mesh.vertices.astype(np.float64) * FLIP_Y
+        vertices = torch.from_numpy(mesh.vertices) * _FLIP_Y
         normals = mesh.normals if mesh.normals is not None else mesh.with_normals().normals
         self.mesh = mesh
-        self.centre = vertices.mean(axis=0)
-        self.points = (vertices - self.centre).astype(np.float32)
-        self.normals = (normals * FLIP_Y).astype(np.float32)
-        self.low, self.high = lo, hi = self.points.min(axis=0), self.points.max(axis=0)
-        margin = BOX_MARGIN * (hi - lo).max()
-        cut = (self.points[:, :2] < lo[:2] + margin).any(1)
-        cut |= (self.points[:, :2] > hi[:2] - margin).any(1)
-        cut |= self.points[:, 2] < lo[2] + margin  # the back; the front is never cut
+        centre = vertices.mean(0, dtype=torch.float64)
+        self.centre = centre.numpy()
+        self.points = points = vertices - centre.float()
+        self.normals = torch.from_numpy(normals) * _FLIP_Y
+        low, high = points.amin(0), points.amax(0)
+        self.low, self.high = low.numpy(), high.numpy()
+        margin = BOX_MARGIN * float((high - low).max())
+        cut = ((points[:, :2] < low[:2] + margin) | (points[:, :2] > high[:2] - margin)).any(1)
+        cut |= points[:, 2] < low[2] + margin  # the back; the front is never cut
         self.normals[cut] = 0.0
-        self.tree = cKDTree(self.points, balanced_tree=False)  # builds 2x faster, queries as fast
+        # the grid: cells of the mesh's typical edge length, a border of empty cells
+        corners = torch.from_numpy(mesh.faces[::8, :2].astype(np.int64))
+        edges = (points[corners[:, 0]] - points[corners[:, 1]]).norm(dim=-1)
+        self.cell = max(float(edges.median()), 1e-3) if len(edges) else 1.0
+        cells = ((points[:, :2] - low[:2]) / self.cell).long() + GRID_BORDER
+        self.width, self.height = (cells.amax(0) + GRID_BORDER + 1).tolist()
+        flat = cells[:, 1] * self.width + cells[:, 0]
+        size = self.width * self.height
+        front = torch.full((size,), -math.inf).scatter_reduce(0, flat, points[:, 2], "amax")
+        winner = points[:, 2] >= front[flat]  # the front-most vertex of its cell
+        # per cell: its front-most vertex and normal; empty cells are infinitely far
+        self.cell_points = torch.full((size, 3), math.inf)
+        self.cell_points[flat[winner]] = points[winner]
+        self.cell_normals = torch.zeros(size, 3)
+        self.cell_normals[flat[winner]] = self.normals[winner]
 
     def nearest(
-        self, query: torch.Tensor, bound: float = np.inf
+        self, query: torch.Tensor, bound: float = np.inf, reach: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Nearest mesh vertices of (N, 3) points, and their normals. Points with none within
-        `bound` get themselves and a zero normal (no match): far points, which a k-d tree
-        answers slowly, are not worth an exact answer."""
-        q = query.numpy()
-        # eps: a match within 1.5x the nearest distance is as good for ICP, and 20 % faster
-        _, index = self.tree.query(q, eps=0.5, distance_upper_bound=bound, workers=1)
-        found = index < len(self.points)
-        index = np.where(found, index, 0)
-        points = np.where(found[:, None], self.points[index], q)
-        normals = np.where(found[:, None], self.normals[index], 0.0).astype(np.float32)
-        return torch.from_numpy(points), torch.from_numpy(normals)
+        """Surface points near (N, 3) points (the nearest front-most vertex of the grid cells
+        within `reach` cells of each), and their normals. Points with none within `bound`
+        get themselves and a zero normal (no match)."""
+        low = torch.from_numpy(self.low[:2])
+        cell = ((query[:, :2] - low) / self.cell).floor().long() + GRID_BORDER
+        cx = cell[:, 0].clamp(GRID_BORDER, self.width - GRID_BORDER - 1)
+        cy = cell[:, 1].clamp(GRID_BORDER, self.height - GRID_BORDER - 1)
+        window = _window(reach)
+        candidates = (cy * self.width + cx)[:, None] + (window[:, 1] * self.width + window[:, 0])
+        distance = (self.cell_points[candidates] - query[:, None]).square().sum(-1)
+        best, column = distance.min(1)
+        chosen = candidates.gather(1, column[:, None])[:, 0]
+        found = (best <= bound * bound)[:, None]
+        points = torch.where(found, self.cell_points[chosen], query)
+        normals = torch.where(found, self.cell_normals[chosen], 0.0)
+        return points, normals
+
+
+_FLIP_Y = torch.from_numpy(FLIP_Y)
+
+
+@functools.lru_cache(maxsize=4)
+def _window(reach: int) -> torch.Tensor:
+    """(K, 2) cell offsets (dx, dy) of a square of side 2 * reach + 1."""
+    if not 0 <= reach <= GRID_BORDER:
+        raise ValueError(f"reach must be in [0, {GRID_BORDER}], got {reach}")
+    span = range(-reach, reach + 1)
+    return torch.tensor([(dx, dy) for dy in span for dx in span])
 
 
 def _nearest(
-    targets: Sequence[_Target], query: torch.Tensor, bound: torch.Tensor
+    targets: Sequence[_Target], query: torch.Tensor, bound: torch.Tensor, reach: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest vertices and normals of (B, N, 3) points, row b in targets[b] within bound[b]
-    pixels; the rows of one target (its many starts) are looked up in one call."""
+    pixels (`_Target.nearest`); the rows of one target (its many starts) are looked up in
+    one call."""
     points, normals = torch.empty_like(query), torch.empty_like(query)
     rows: dict[int, list[int]] = {}
     for b, target in enumerate(targets):
         rows.setdefault(id(target), []).append(b)
     for group in rows.values():
         found, found_normals = targets[group[0]].nearest(
-            query[group].reshape(-1, 3), float(bound[group].max())
+            query[group].reshape(-1, 3), float(bound[group].max()), reach
         )
         points[group] = found.view(len(group), -1, 3)
         normals[group] = found_normals.view(len(group), -1, 3)
@@ -323,7 +366,7 @@ def _initial_similarity(
     shift_xy = (hi + lo)[:2] / 2.0 - scale * box_centre
     framed = np.append(shift_xy, hi[2] - scale * landmarks[:, 2].max())
     # or: the nose tip on the surface's most forward point near the midline
-    sample = target.points[::4]  # plenty to find a nose tip
+    sample = target.points[::4].numpy()  # plenty to find a nose tip
     left, forward = sample @ rotation[:, 0], sample @ rotation[:, 2]
     midline = np.abs(left - (left.max() + left.min()) / 2.0) < 0.15 * np.ptp(left)
     tip = sample[midline][np.argmax(forward[midline])]
@@ -352,10 +395,10 @@ class _Fit:
         self.anchor, self.anchor_weight = anchor, anchor_weight  # (B, 3, 3), (B,)
         self.rotation, self.scale, self.translation = rotation, scale, translation
         self.face_size = face_size
-        self.basis, self.mean, self.normals = _fitted_vertices(model, vertices)
-        self.flat_basis = self.basis.flatten(1)  # matmuls beat einsum on CPU
-        landmark_basis, self.landmark_mean, _ = _fitted_vertices(model, None)
-        self.landmark_basis = landmark_basis.flatten(1)
+        self.flat_basis, self.basis_by_axis, self.mean, self.normals = _fitted_vertices(
+            model, vertices
+        )
+        self.landmark_basis, _, self.landmark_mean, _ = _fitted_vertices(model, None)
         identities = model.identity_basis.shape[0]
         self.prior = torch.cat([
             torch.full((identities,), settings.identity_prior),
@@ -413,9 +456,9 @@ class _Fit:
         first, last = stage.robust_scale_cm
         self.sigma_cm = first * (last / first) ** (iteration / max(1, stage.iterations - 1))
         posed = self.posed(self.shape_subset())
-        points, normals = _nearest(self.targets, posed, self.search_bound())
-        # the cost of the fit so far: on its last iteration, what ranks the starts
-        self.cost = self.robust_cost(posed, points, normals)
+        points, normals = _nearest(self.targets, posed, self.search_bound(), stage.reach)
+        if iteration == stage.iterations - 1:  # the cost of the fit so far ranks the starts
+            self.cost = self.robust_cost(posed, points, normals)
         scale = self.scale[:, None, None]
         residual = ((posed - points) * normals).sum(-1) / scale[..., 0]
         q = posed - self.translation[:, None]  # scale * R @ shape
@@ -436,15 +479,22 @@ class _Fit:
         current[:, 3] = self.framing_error().double()
         if shape:  # R^T n: the surface normals in the model frame
             model_normals = normals @ self.rotation
-            model_jacobian = (model_normals[:, None] * self.basis).sum(-1).transpose(1, 2)
+            x, y, z = self.basis_by_axis  # (n, K) each
+            model_jacobian = (
+                model_normals[..., 0:1] * x
+                + model_normals[..., 1:2] * y
+                + model_normals[..., 2:3] * z
+            )
             jacobian = torch.cat([jacobian, model_jacobian], -1)
             prior = torch.cat([prior, self.prior.expand(batch, -1)], -1)
             current = torch.cat([current, self.coefficients.double()], -1)
-        w = self.weights(posed, normals, residual).double()
+        w = self.weights(posed, normals, residual)
         w = w / w.sum(-1, keepdim=True).clamp_min(1e-9)
-        jacobian, residual = jacobian.double(), residual.double()
-        hessian = torch.einsum("bni,bn,bnj->bij", jacobian, w, jacobian) + torch.diag_embed(prior)
-        gradient = torch.einsum("bni,bn,bn->bi", jacobian, w, residual) + prior * current
+        # sums in float32 (a thousand terms), the solve in float64 (the priors span 1e-6..1)
+        weighted = jacobian * w[..., None]
+        hessian = (weighted.transpose(1, 2) @ jacobian).double() + torch.diag_embed(prior)
+        gradient = (weighted.transpose(1, 2) @ residual[..., None])[..., 0].double()
+        gradient = gradient + prior * current
         delta = torch.linalg.solve(hessian, -gradient[..., None])[..., 0].float()
         self.rotation = _rodrigues(delta[:, :3]) @ self.rotation
         self.scale = self.scale * torch.exp(delta[:, 3])
@@ -512,10 +562,11 @@ class _Fit:
 @functools.lru_cache(maxsize=16)
 def _fitted_vertices(
     model: FaceModel, count: int | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A fixed random subset of `count` face-region vertices (None: the 68 landmarks): their
-    (I + E, n, 3) identity then expression offsets, neutral positions and neutral normals
-    (enough to tell which way a vertex faces). Cached: every fit uses the same subset."""
+    identity then expression offsets as (K, n * 3) and as (3, n, K) (the layouts the shape
+    and the Jacobian products want), neutral positions and neutral normals (enough to tell
+    which way a vertex faces). Cached: every fit uses the same subset."""
     if count is None:
         subset = model.landmarks68
     else:
@@ -523,12 +574,21 @@ def _fitted_vertices(
         order = torch.randperm(len(face), generator=torch.Generator().manual_seed(0))
         subset = face[order[:count]].sort().values
     basis = torch.cat([model.identity_basis[:, subset], model.expression_basis[:, subset]])
-    return basis, model.neutral[subset], model.neutral_normals[subset]
+    by_axis = basis.permute(2, 1, 0).contiguous()
+    return basis.flatten(1), by_axis, model.neutral[subset], model.neutral_normals[subset]
 
 
 def _rodrigues(omega: torch.Tensor) -> torch.Tensor:
-    """(B, 3) rotation vectors -> (B, 3, 3) rotation matrices."""
-    return torch.linalg.matrix_exp(_skew(omega))
+    """(B, 3) rotation vectors -> (B, 3, 3) rotation matrices (Rodrigues' formula)."""
+    angle = omega.norm(dim=-1)[:, None, None]
+    k = _skew(omega)
+    # sin(a)/a and (1 - cos(a))/a^2, by their series near 0
+    small = angle < 1e-4
+    a = angle.clamp_min(1e-4)
+    sin_term = torch.where(small, 1.0 - angle**2 / 6.0, torch.sin(a) / a)
+    cos_term = torch.where(small, 0.5 - angle**2 / 24.0, (1.0 - torch.cos(a)) / a**2)
+    eye = torch.eye(3, dtype=omega.dtype).expand_as(k)
+    return eye + sin_term * k + cos_term * (k @ k)
 
 
 def _rotation_vector(rotation: torch.Tensor) -> torch.Tensor:
@@ -564,12 +624,13 @@ def _refine(
 ) -> torch.Tensor:
     """Small smooth offsets along the surface normals (see the module docstring)."""
     batch, count, _ = vertices.shape
-    model_normals = vertex_normals(vertices, model.triangles)
+    model_normals = model.normals(vertices)
     facing = model_normals[..., 2] > settings.facing_min
     limit = settings.refine_max_cm * scale[:, None]
     points, normals = vertices.clone(), model_normals.clone()  # no pull where not facing
     for b, target in enumerate(targets):  # only camera-facing vertices are looked up
-        found = target.nearest(vertices[b, facing[b]], float(2.0 * limit[b]))
+        # the fit is close by now: the nearest 3x3 cells suffice
+        found = target.nearest(vertices[b, facing[b]], float(2.0 * limit[b]), reach=1)
         points[b, facing[b]], normals[b, facing[b]] = found
     residual = ((vertices - points) * normals).sum(-1)  # pixels
     w = (
