@@ -14,7 +14,13 @@ from facerecon.face_model import load_face_model
 from facerecon.mesh import Mesh, volume_to_mesh
 from facerecon.pose import Pose, rotation_matrix
 from facerecon.reconstructor import ReconstructOptions, Reconstructor
-from facerecon.registration import _rodrigues, _rotation_vector, _Target, register
+from facerecon.registration import (
+    _FIVE_FROM_68,
+    _rodrigues,
+    _rotation_vector,
+    _Target,
+    register,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ICT = SHARED / "facemodel" / "ict_face_light.npz"
@@ -92,6 +98,25 @@ def test_a_rough_pose_estimate_is_corrected(face_model):
     fitted = np.array([result.pose.yaw, result.pose.pitch, result.pose.roll])
     assert np.abs(fitted - pose).max() < 4.0
     assert nme(result.landmarks68_3d, landmarks) < 0.07
+
+
+@needs_model
+def test_photo_landmarks_pull_the_fit(face_model):
+    """2D landmarks from the photo move the fitted landmarks towards them; the true ones keep
+    a good fit good; malformed ones are refused."""
+    pose = (20.0, 0.0, 0.0)
+    mesh, landmarks = solid_head_volume(pose)
+    five = _FIVE_FROM_68 @ landmarks[:, :2]
+    alone = register(mesh, face_model, Pose(*pose))
+    guided = register(mesh, face_model, Pose(*pose), landmarks=five)
+    assert nme(guided.landmarks68_3d, landmarks) < max(
+        0.05, 1.2 * nme(alone.landmarks68_3d, landmarks)
+    )
+    shifted = register(mesh, face_model, Pose(*pose), landmarks=five + [0.0, 8.0])
+    moved = (shifted.landmarks68_2d - alone.landmarks68_2d)[:, 1].mean()
+    assert 1.0 < moved < 8.0  # towards them, but the surface holds on too
+    with pytest.raises(ValueError, match="5 or 68"):
+        register(mesh, face_model, Pose(*pose), landmarks=five[:4])
 
 
 def test_rotation_vector_inverts_rodrigues():

@@ -139,6 +139,8 @@ class PreparedFace:
     crop: np.ndarray  # (192, 192, 3) float32 in [0, 1]
     transform: CropTransform
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # the face's 5 or 68 (x, y) landmarks in the image, the client's or the detector's
+    landmarks: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -262,7 +264,9 @@ class Reconstructor:
                     raise InputError("no face found in the image", field="image")
                 face_box, landmarks = detections[0].box, detections[0].landmarks
             face = normalise_face(image, box=face_box, landmarks=landmarks)
-        return PreparedFace(image, _as_float(face.image), face.transform, timings)
+        if landmarks is not None:  # checked by normalise_face
+            landmarks = np.asarray(landmarks, np.float64)
+        return PreparedFace(image, _as_float(face.image), face.transform, timings, landmarks)
 
     def predict(self, faces: Sequence[PreparedFace]) -> list[np.ndarray]:
         """One forward pass over a batch: occupancy volumes (slices, size, size) in [0, 1]."""
@@ -304,7 +308,7 @@ class Reconstructor:
         registration = texture = None
         if options.registration:
             with _Timer(timings, "registration"):
-                registration = register(mesh, self.face_model, pose)
+                registration = register(mesh, self.face_model, pose, landmarks=face.landmarks)
             with _Timer(timings, "texture"):
                 texture = bake_texture(registration, face.image, self.face_model)
         # the mesh the views show: the reconstruction, or the registered model textured

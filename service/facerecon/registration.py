@@ -80,6 +80,13 @@ class FitSettings:
     expression_prior: float = 1e-2  # L2 weight of expression weights ([0, 1])
     scale_prior: float = 0.02  # L2 weight of log(face size / the crop framing's)
     pose_prior: float = 0.5  # L2 weight of the rotation's angle (radians) from the estimate
+    # 2D landmarks from the photo (a client's or the detector's), where given: their weight
+    # against the whole surface term, and their robust scale
+    landmark_weight: float = 0.5
+    landmark_scale_cm: float = 1.0
+    # ... fading out between these yaws of the fit: face detectors' landmarks on profiles are
+    # drawn towards a half-profile layout (YuNet's put CFP profiles at ~50° of yaw)
+    landmark_yaws: tuple[float, float] = (45.0, 75.0)
     facing_min: float = -0.1  # camera-facing component of a vertex normal to be fitted
     normal_agreement: float = 0.3  # least cosine between model and surface normals
     # refinement
@@ -116,9 +123,12 @@ def register(
     face_model: FaceModel,
     pose_init: Pose | None = None,
     settings: FitSettings | None = None,
+    landmarks: np.ndarray | None = None,
 ) -> Registration:
-    """Fit the face model to a reconstructed head (see the module docstring)."""
-    return register_batch([mesh], face_model, [pose_init], settings)[0]
+    """Fit the face model to a reconstructed head (see the module docstring). `landmarks`:
+    5 (YuNet / insightface order) or 68 (Multi-PIE) 2D points of the face in the mesh's
+    frame (x, y pixels), which the fit's projected landmarks are pulled towards."""
+    return register_batch([mesh], face_model, [pose_init], settings, landmarks=[landmarks])[0]
 
 
 @contextmanager
@@ -155,10 +165,11 @@ def register_batch(
     poses_init: Sequence[Pose | None] | None = None,
     settings: FitSettings | None = None,
     face_sizes: Sequence[float | None] | None = None,
+    landmarks: Sequence[np.ndarray | None] | None = None,
 ) -> list[Registration]:
     """`register` for several meshes at once (one batched fit)."""
     with single_threaded():
-        return _register_batch(meshes, face_model, poses_init, settings, face_sizes)
+        return _register_batch(meshes, face_model, poses_init, settings, face_sizes, landmarks)
 
 
 def _register_batch(
@@ -167,11 +178,13 @@ def _register_batch(
     poses_init: Sequence[Pose | None] | None,
     settings: FitSettings | None,
     face_sizes: Sequence[float | None] | None,
+    landmarks: Sequence[np.ndarray | None] | None,
 ) -> list[Registration]:
     settings = settings or FitSettings()
     count = len(meshes)
     poses_init = poses_init or [None] * count
     face_sizes = face_sizes or [None] * count
+    landmarks = landmarks or [None] * count
     for mesh in meshes:
         if mesh.num_faces == 0:
             raise ValueError("cannot register an empty mesh")
@@ -180,6 +193,7 @@ def _register_batch(
     owners, rotation, scale, translation, face_size = _starts(
         targets, model, poses_init, face_sizes, settings
     )
+    observed = _Observed.of(landmarks, targets)
     # a weak pull towards the pose estimate, where there is one: on a profile the visible
     # surface alone can pull the fit into a wrong turn
     anchors = torch.tensor(np.array([np.eye(3) if p is None else p.matrix() for p in poses_init]),
@@ -192,7 +206,7 @@ def _register_batch(
         pull = anchor_weights[owners] * (number < len(settings.stages) - 1)
         fit = _Fit(model, [targets[o] for o in owners], settings, stage.vertices,
                    rotation, scale, translation, face_size, coefficients,
-                   anchors[owners], pull)  # fmt: skip
+                   anchors[owners], pull, observed.rows(owners))  # fmt: skip
         for iteration in range(stage.iterations):
             fit.step(iteration, stage, shape=iteration >= stage.shape_from)
         best = _best_rows(fit.cost, owners, count, stage.keep)
@@ -374,6 +388,55 @@ def _initial_similarity(
     return [(rotation, scale, framed, face_size), (rotation, scale, nosed, face_size)]
 
 
+# The five points of YuNet / insightface from the 68: the subject's right eye (mean of 36-41),
+# left eye (42-47), nose tip (30), right and left mouth corners (48, 54).
+_FIVE_FROM_68 = np.zeros((5, 68), np.float32)
+_FIVE_FROM_68[0, 36:42] = _FIVE_FROM_68[1, 42:48] = 1.0 / 6.0
+_FIVE_FROM_68[2, 30] = _FIVE_FROM_68[3, 48] = _FIVE_FROM_68[4, 54] = 1.0
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """2D landmarks of the photo, one row per row of the fit's batch: points (B, P, 2) in
+    the y-up frame about the target's centre, the (B, P, 68) selection that makes each
+    from the model's 68 landmarks, and which rows of P are given (B, P)."""
+
+    points: torch.Tensor
+    selection: torch.Tensor
+    valid: torch.Tensor
+
+    @property
+    def any(self) -> bool:
+        return bool(self.valid.any())
+
+    def rows(self, rows: Sequence[int]) -> _Observed:
+        rows = list(rows)
+        return _Observed(self.points[rows], self.selection[rows], self.valid[rows])
+
+    @classmethod
+    def of(cls, landmarks: Sequence[np.ndarray | None], targets: Sequence[_Target]) -> _Observed:
+        count = len(targets)
+        points, valid = torch.zeros(count, 68, 2), torch.zeros(count, 68)
+        selection = torch.zeros(count, 68, 68)
+        for b, (given, target) in enumerate(zip(landmarks, targets, strict=True)):
+            if given is None:
+                continue
+            given = np.asarray(given, np.float64)
+            if given.shape == (68, 2):
+                chosen = np.eye(68, dtype=np.float32)
+            elif given.shape == (5, 2):
+                chosen = _FIVE_FROM_68
+            else:
+                raise ValueError(f"landmarks must be 5 or 68 (x, y) points, got {given.shape}")
+            if not np.isfinite(given).all():
+                raise ValueError("landmarks must be finite")
+            here = given * FLIP_Y[:2] - target.centre[:2]
+            points[b, : len(given)] = torch.from_numpy(here.astype(np.float32))
+            selection[b, : len(given)] = torch.from_numpy(chosen)
+            valid[b, : len(given)] = 1.0
+        return cls(points, selection, valid)
+
+
 class _Fit:
     """Similarity + linear-model fit on a fixed subset of face vertices, batched."""
 
@@ -390,15 +453,19 @@ class _Fit:
         coefficients: torch.Tensor | None,
         anchor: torch.Tensor,
         anchor_weight: torch.Tensor,
+        observed: _Observed,
     ):
         self.model, self.targets, self.settings = model, targets, settings
+        self.observed = observed
         self.anchor, self.anchor_weight = anchor, anchor_weight  # (B, 3, 3), (B,)
         self.rotation, self.scale, self.translation = rotation, scale, translation
         self.face_size = face_size
         self.flat_basis, self.basis_by_axis, self.mean, self.normals = _fitted_vertices(
             model, vertices
         )
-        self.landmark_basis, _, self.landmark_mean, _ = _fitted_vertices(model, None)
+        self.landmark_basis, _, self.landmark_mean, self.landmark_normals = _fitted_vertices(
+            model, None
+        )
         identities = model.identity_basis.shape[0]
         self.prior = torch.cat([
             torch.full((identities,), settings.identity_prior),
@@ -423,6 +490,7 @@ class _Fit:
         self.translation, self.coefficients = self.translation[rows], self.coefficients[rows]
         self.face_size, self.cost = self.face_size[rows], self.cost[rows]
         self.anchor, self.anchor_weight = self.anchor[rows], self.anchor_weight[rows]
+        self.observed = self.observed.rows(rows)
 
     def posed(self, shape: torch.Tensor) -> torch.Tensor:
         """(B, N, 3) model-frame cm -> y-up frame pixels about each target's centre."""
@@ -491,6 +559,11 @@ class _Fit:
         w = self.weights(posed, normals, residual)
         w = w / w.sum(-1, keepdim=True).clamp_min(1e-9)
         # sums in float32 (a thousand terms), the solve in float64 (the priors span 1e-6..1)
+        if self.observed.any:  # the 2D landmarks' rows, appended to the surface's
+            landmark_jacobian, landmark_residual, landmark_w = self.landmark_terms(shape)
+            jacobian = torch.cat([jacobian, landmark_jacobian], 1)
+            residual = torch.cat([residual, landmark_residual], 1)
+            w = torch.cat([w, landmark_w], 1)
         weighted = jacobian * w[..., None]
         hessian = (weighted.transpose(1, 2) @ jacobian).double() + torch.diag_embed(prior)
         gradient = (weighted.transpose(1, 2) @ residual[..., None])[..., 0].double()
@@ -502,6 +575,50 @@ class _Fit:
         if shape:
             updated = self.coefficients + delta[:, 7:]
             self.coefficients = torch.maximum(torch.minimum(updated, self.high), self.low)
+
+    def landmark_points(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The observed points' model counterparts: (B, P, 3) posed (y-up pixels) and their
+        visibility (B, P) in [0, 1], from how much their normals face the camera."""
+        shape = self.landmark_mean + (self.coefficients @ self.landmark_basis).view(-1, 68, 3)
+        points = self.observed.selection @ self.posed(shape)
+        normals = self.observed.selection @ self.landmark_normals @ self.rotation.transpose(1, 2)
+        visible = (normals[..., 2] / normals.norm(dim=-1).clamp_min(1e-6) / 0.3).clamp(0, 1)
+        forward = self.rotation[:, :, 2]  # the face's forward axis in the camera frame
+        yaw = torch.rad2deg(torch.atan2(forward[:, 0], forward[:, 2])).abs()
+        low, high = self.settings.landmark_yaws
+        frontal_enough = 1.0 - ((yaw - low) / (high - low)).clamp(0.0, 1.0)
+        return points, visible * frontal_enough[:, None]
+
+    def landmark_terms(self, shape: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rows of x and y residuals (cm) of the projected landmarks against the observed ones:
+        Jacobian (B, 2P, 7 [+ K]), residual (B, 2P) and weights (B, 2P), robust and summing
+        to `landmark_weight` per face."""
+        points, visible = self.landmark_points()
+        scale = self.scale[:, None, None]
+        residual = (points[..., :2] - self.observed.points) / scale  # (B, P, 2)
+        q = (points - self.translation[:, None]) / scale  # scale * R @ shape, in cm
+        zero, one = torch.zeros_like(q[..., 0]), torch.ones_like(q[..., 0])
+        qx, qy, qz = q.unbind(-1)
+        # d(omega x q)/d omega, d/d log scale, d/d translation; rows x then y per point
+        row_x = torch.stack([zero, qz, -qy, qx, one / scale[..., 0], zero, zero], -1)
+        row_y = torch.stack([-qz, zero, qx, qy, zero, one / scale[..., 0], zero], -1)
+        jacobian = torch.stack([row_x, row_y], 2)  # (B, P, 2, 7)
+        if shape:  # R B: the landmarks' model offsets, rotated; x and y rows
+            offsets = self.landmark_basis.view(-1, 68, 3)  # (K, 68, 3)
+            rotated = torch.einsum("kjd,bcd->bjck", offsets, self.rotation[:, :2])
+            selected = torch.einsum("bpj,bjck->bpck", self.observed.selection, rotated)
+            jacobian = torch.cat([jacobian, selected], -1)
+        sigma = self.settings.landmark_scale_cm
+        robust = (sigma**2 / (sigma**2 + residual.square().sum(-1))) ** 2
+        w = visible * robust * self.observed.valid
+        w = w / (self.observed.valid.sum(-1, keepdim=True).clamp_min(1) * 2)
+        w = (self.settings.landmark_weight * w)[..., None].expand(-1, -1, 2)
+        batch = len(self.targets)
+        return (
+            jacobian.reshape(batch, -1, jacobian.shape[-1]),
+            residual.reshape(batch, -1),
+            w.reshape(batch, -1),
+        )
 
     def framing_error(self) -> torch.Tensor:
         """(B,) log of the fitted 68-landmark box's larger side over the framing's."""
@@ -523,6 +640,14 @@ class _Fit:
         fitted = (cost * seen).sum(-1) / seen.sum(-1).clamp_min(1)
         # a fit whose face is much smaller or larger than the crop framing's is implausible
         excess = (self.framing_error().abs() - FRAMING_TOLERANCE).clamp_min(0.0)
+        if self.observed.any:  # and one far from the photo's landmarks, less likely
+            points, visible = self.landmark_points()
+            distance = (points[..., :2] - self.observed.points).square().sum(-1)
+            distance = distance / self.scale[:, None] ** 2
+            sigma = self.settings.landmark_scale_cm
+            cost = visible * self.observed.valid * distance / (sigma**2 + distance)
+            count = self.observed.valid.sum(-1).clamp_min(1)
+            fitted = fitted + self.settings.landmark_weight * cost.sum(-1) / count
         return fitted + excess
 
     def residual_stats(self) -> tuple[list[float], list[float]]:
