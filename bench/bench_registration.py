@@ -1,6 +1,6 @@
 """Registration of the ICT face model on held-out synthetic faces: landmarks, pose, time.
 
-`python -m bench.bench_registration [--faces 60] [--network-faces 24]` writes
+`python -m bench.bench_registration [--faces 60] [--network-faces 60]` writes
 bench/results/registration.json. Needs ../shared (face model, photos for the engine).
 
 Ground truth comes from the data engine (training/engine) with a fixed seed and |yaw|
@@ -9,7 +9,10 @@ vertices, crop pixels) and the true pose. Two inputs are registered:
 - "ground_truth_volume": the engine's target volume, turned into a mesh as the service does:
   this isolates the registration's own error from the network's;
 - "network_volume": the volume a trained checkpoint predicts from the rendered photo
-  (weights/facerecon.pt, else runs/vrn-light-cpu/model.pt; skipped if neither exists).
+  (weights/facerecon.pt, else runs/vrn-light-cpu/model.pt; skipped if neither exists);
+- "network_volume_detector_landmarks": the same, with the 5 landmarks YuNet finds on the
+  rendered photo (padded by 48 pixels, as YuNet misses faces that touch the frame) given to
+  the fit, as the service does when it detects the face (skipped without the detector).
 Each fit is seeded as in the Reconstructor: by the learned head pose from the volume
 (weights/pose.pt), or by the geometric `facerecon.pose.estimate_pose` without it.
 
@@ -37,6 +40,7 @@ import numpy as np
 import torch
 
 from bench.results_io import save
+from facerecon.detect import load_detector
 from facerecon.face_model import load_face_model
 from facerecon.mesh import volume_to_mesh
 from facerecon.models.volume_pose import estimate_volume_pose
@@ -49,6 +53,8 @@ SHARED = REPO.parent / "shared"
 SEED = 20170  # the held-out evaluation seed of training/evaluate.py
 YAW_BUCKETS = [(0.0, 30.0), (30.0, 60.0), (60.0, 90.0)]
 CHECKPOINTS = [REPO / "weights" / "facerecon.pt", REPO / "runs" / "vrn-light-cpu" / "model.pt"]
+YUNET = SHARED / "models" / "yunet" / "yunet_s_dynamic.onnx"
+DETECTOR_PAD = 48
 # Multi-PIE 68-point labels of the mirror image: jaw, brows, nose, eyes, mouth.
 MIRROR68 = np.array(
     list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30, 35, 34, 33, 32, 31]
@@ -85,7 +91,9 @@ def face_errors(result, landmarks: np.ndarray, pose: tuple[float, float, float])
     }
 
 
-def register_volumes(volumes, batch, face_model, pose_model, first: int) -> list[dict]:
+def register_volumes(
+    volumes, batch, face_model, pose_model, first: int, landmarks=None
+) -> list[dict]:
     records = []
     for i, volume in enumerate(volumes):
         mesh = volume_to_mesh(volume)
@@ -100,15 +108,30 @@ def register_volumes(volumes, batch, face_model, pose_model, first: int) -> list
             estimate = estimate_volume_pose(pose_model, volume)
         pose_ms = (time.perf_counter() - start) * 1000.0
         start = time.perf_counter()
-        result = register(mesh, face_model, estimate)
+        given = None if landmarks is None else landmarks[i]
+        result = register(mesh, face_model, estimate, landmarks=given)
         fit_ms = (time.perf_counter() - start) * 1000.0
         init = np.abs(np.array([estimate.yaw, estimate.pitch, estimate.roll]) - truth)
         records.append({
             "index": first + i, "yaw": truth[0], "fit_ms": fit_ms, "pose_estimate_ms": pose_ms,
             "estimate_pose_mae": float(init.mean()), "fit_error_px": result.fit_error,
+            "landmarks_given": given is not None,
             **face_errors(result, batch.landmarks[i].cpu().numpy(), truth),
         })  # fmt: skip
     return records
+
+
+def detected_five_points(detector, images: torch.Tensor) -> list[np.ndarray | None]:
+    """YuNet's 5 landmarks on each rendered (B, 3, H, W) photo, in its pixels, or None."""
+    found = []
+    for image in images:
+        rgb = (image.permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
+        padded = np.pad(rgb, ((DETECTOR_PAD,) * 2, (DETECTOR_PAD,) * 2, (0, 0)), mode="edge")
+        detections = detector.detect(padded)
+        found.append(
+            np.asarray(detections[0].landmarks, np.float64) - DETECTOR_PAD if detections else None
+        )
+    return found
 
 
 def summarise(records: list[dict]) -> dict:
@@ -149,7 +172,7 @@ def summarise(records: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faces", type=int, default=60)
-    parser.add_argument("--network-faces", type=int, default=24)
+    parser.add_argument("--network-faces", type=int, default=60)
     parser.add_argument("--batch", type=int, default=6)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/facerecon-bench-cache"))
     args = parser.parse_args()
@@ -171,7 +194,8 @@ def main() -> None:
         network.eval()
 
     pose_model = load_pose_model(None, CHECKPOINTS[0])
-    truth_records, network_records = [], []
+    detector = load_detector(YUNET) if YUNET.is_file() else None
+    truth_records, network_records, detector_records = [], [], []
     for index, first in enumerate(range(0, args.faces, args.batch)):
         batch = engine.batch(index, min(args.batch, args.faces - first))
         volumes = fill_volume(batch.front, batch.back).float().numpy()
@@ -180,6 +204,11 @@ def main() -> None:
             with torch.inference_mode():
                 predicted = torch.sigmoid(network(batch.image)).float().numpy()
             network_records += register_volumes(predicted, batch, face_model, pose_model, first)
+            if detector is not None:
+                five = detected_five_points(detector, batch.image)
+                detector_records += register_volumes(
+                    predicted, batch, face_model, pose_model, first, five
+                )
         print(f"{first + len(batch.yaw)} faces", flush=True)
 
     figures = {
@@ -193,7 +222,20 @@ def main() -> None:
             if network_records
             else None
         ),
-        "faces": {"ground_truth_volume": truth_records, "network_volume": network_records},
+        "network_volume_detector_landmarks": (
+            {
+                "detector": "YuNet (5 points)",
+                "detected": sum(r.get("landmarks_given", False) for r in detector_records),
+                **summarise(detector_records),
+            }
+            if detector_records
+            else None
+        ),
+        "faces": {
+            "ground_truth_volume": truth_records,
+            "network_volume": network_records,
+            "network_volume_detector_landmarks": detector_records,
+        },
     }
     save("registration", figures)
 

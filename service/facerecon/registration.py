@@ -278,12 +278,12 @@ class _Target:
         cy = cell[:, 1].clamp(GRID_BORDER, self.height - GRID_BORDER - 1)
         window = _window(reach)
         candidates = (cy * self.width + cx)[:, None] + (window[:, 1] * self.width + window[:, 0])
-        distance = (self.cell_points[candidates] - query[:, None]).square().sum(-1)
-        best, column = distance.min(1)
+        near = self.cell_points.index_select(0, candidates.view(-1)).view(*candidates.shape, 3)
+        best, column = (near - query[:, None]).square().sum(-1).min(1)
         chosen = candidates.gather(1, column[:, None])[:, 0]
         found = (best <= bound * bound)[:, None]
-        points = torch.where(found, self.cell_points[chosen], query)
-        normals = torch.where(found, self.cell_normals[chosen], 0.0)
+        points = torch.where(found, self.cell_points.index_select(0, chosen), query)
+        normals = torch.where(found, self.cell_normals.index_select(0, chosen), 0.0)
         return points, normals
 
 
