@@ -34,7 +34,8 @@ def test_vertex_ranges_match_the_models_regions_file():
 
 
 def test_outer_head_subset(model):
-    assert model.num_vertices == ICT_VERTEX_RANGES["head_and_neck"][1]
+    # the ICT face and head, then one vertex closing each eye and the mouth
+    assert model.num_vertices == ICT_VERTEX_RANGES["head_and_neck"][1] + 3
     assert model.identity_basis.shape == (40, model.num_vertices, 3)
     assert model.expression_basis.shape[0] == len(model.expression_names) == 53
     assert model.triangles.min() >= 0 and model.triangles.max() < model.num_vertices
@@ -45,6 +46,22 @@ def test_outer_head_subset(model):
     nose = int(model.landmarks68[30])
     assert model.neutral[model.landmarks68, 2].argmax() == 30
     assert model.neutral_normals[nose, 2] > 0.9
+
+
+def test_only_the_neck_is_open(model):
+    """The eye and mouth openings are closed by fans wound like the head: every edge but
+    the neck's rim is shared by two triangles running it in opposite directions."""
+    t = model.triangles.numpy()
+    directed = np.concatenate([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
+    assert len(np.unique(directed, axis=0)) == len(directed)  # consistent winding
+    undirected, uses = np.unique(np.sort(directed, 1), axis=0, return_counts=True)
+    rim = np.unique(undirected[uses == 1])
+    assert uses.max() == 2
+    assert (model.neutral[rim, 1] < -10.0).all()  # the neck's cut, far below the eyes
+    eyes = model.landmarks68[36:48].numpy()
+    closing = model.neutral[-3:]
+    assert torch.allclose(closing[0], model.neutral[eyes[:6]].mean(0), atol=1.0)
+    assert torch.allclose(closing[1], model.neutral[eyes[6:]].mean(0), atol=1.0)
 
 
 def test_mirror_map_reflects_the_head(model):

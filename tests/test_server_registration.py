@@ -156,7 +156,7 @@ def test_registration_reply_has_the_fixed_topology_landmarks_and_texture(registe
     model = load_face_model(ICT)
     reg = registered.registration
     arrays = registration_arrays(reg)
-    assert reg.topology == "ict-outer-head"
+    assert reg.topology == "ict-outer-head-closed"
     assert arrays["vertices"].shape == (model.num_vertices, 3)
     assert np.array_equal(arrays["triangles"], model.triangles.numpy())
     assert arrays["landmarks68_3d"].shape == (68, 3)

@@ -116,19 +116,16 @@ class FaceModel:
         return vertex_normals(self.neutral[None], self.triangles)[0]
 
     @cached_property
-    def edges(self) -> torch.Tensor:
-        """(E, 2) long: every mesh edge, in both directions."""
-        t = self.triangles
-        edges = torch.cat([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
-        return torch.cat([edges, edges.flip(1)]).unique(dim=0)
-
-    @cached_property
     def adjacency(self) -> scipy.sparse.csr_matrix:
         """(V, V) float32 CSR: 1 where two vertices share an edge (sums over neighbours)."""
-        source, target = self.edges.cpu().numpy().T
-        ones = np.ones(len(source), np.float32)
+        t = self.triangles.cpu().numpy()
+        source = np.concatenate([t[:, 0], t[:, 1], t[:, 2], t[:, 1], t[:, 2], t[:, 0]])
+        target = np.concatenate([t[:, 1], t[:, 2], t[:, 0], t[:, 0], t[:, 1], t[:, 2]])
         count = self.num_vertices
-        return scipy.sparse.csr_matrix((ones, (source, target)), shape=(count, count))
+        ones = np.ones(len(source), np.float32)
+        adjacency = scipy.sparse.csr_matrix((ones, (source, target)), shape=(count, count))
+        adjacency.data[:] = 1.0  # an edge of two triangles was summed twice
+        return adjacency
 
     @cached_property
     def incidence(self) -> scipy.sparse.csr_matrix:
@@ -170,6 +167,41 @@ def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Ten
     return torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
 
 
+def _openings(
+    triangles: np.ndarray,
+    triangle_uvs: np.ndarray,
+    vertices: np.ndarray,
+    near: Sequence[np.ndarray],
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The boundary loops of a mesh nearest each group of vertices in `near` (by the distance
+    of the loop's mean to the group's mean): per loop, its (n, 2) directed rim edges as the
+    head's triangles run them, and the (n, 2) texture-coordinate indices of their ends."""
+    edges = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
+    edge_uvs = np.concatenate(
+        [triangle_uvs[:, [0, 1]], triangle_uvs[:, [1, 2]], triangle_uvs[:, [2, 0]]]
+    )
+    count = len(vertices)
+    keys = edges[:, 0] * count + edges[:, 1]
+    on_rim = ~np.isin(edges[:, 1] * count + edges[:, 0], keys)  # no triangle across the edge
+    rim_edges, rim_uvs = edges[on_rim], edge_uvs[on_rim]
+    following = dict(zip(rim_edges[:, 0].tolist(), range(len(rim_edges)), strict=True))
+    loops, seen = [], np.zeros(len(rim_edges), bool)
+    for first in range(len(rim_edges)):
+        loop, edge = [], first
+        while not seen[edge]:  # walk the loop: each rim vertex starts exactly one rim edge
+            seen[edge] = True
+            loop.append(edge)
+            edge = following[int(rim_edges[edge, 1])]
+        if loop:
+            loops.append(np.array(loop))
+    centres = np.array([vertices[rim_edges[loop, 0]].mean(0) for loop in loops])
+    chosen = [
+        loops[int(np.linalg.norm(centres - vertices[group].mean(0), axis=1).argmin())]
+        for group in near
+    ]
+    return [(rim_edges[loop], rim_uvs[loop]) for loop in chosen]
+
+
 def face_model_from_arrays(
     data: Mapping[str, np.ndarray],
     regions: Sequence[str] = HEAD_REGIONS,
@@ -187,20 +219,39 @@ def face_model_from_arrays(
         raise ValueError("the 68 landmarks must lie in the kept regions")
     face = new_index[region_vertices(["face"])]
     neutral = data["neutral"][kept].astype(np.float32)
+    identity = data["identity_basis"][:identity_modes, kept].astype(np.float32)
+    expression = data["expression_basis"][:, kept].astype(np.float32)
+    uv = data["uv"].astype(np.float32)
+    triangle_uvs = triangle_uvs.astype(np.int64)
+    # the eyes and the mouth are openings of the outer head: close each with a fan around a
+    # new vertex (appended after the ICT ones) at its rim's mean, so renders and textured
+    # exports show the photo's eyes and mouth there instead of a see-through hole
+    inner_mouth = landmarks[60:68]
+    for rim, rim_uvs in _openings(triangles, triangle_uvs, neutral, [landmarks[36:42],
+                                  landmarks[42:48], inner_mouth]):  # fmt: skip
+        centre, centre_uv = len(neutral), len(uv)
+        neutral = np.concatenate([neutral, neutral[rim[:, 0]].mean(0, keepdims=True)])
+        identity = np.concatenate([identity, identity[:, rim[:, 0]].mean(1, keepdims=True)], 1)
+        expression = np.concatenate(
+            [expression, expression[:, rim[:, 0]].mean(1, keepdims=True)], 1
+        )
+        uv = np.concatenate([uv, uv[rim_uvs[:, 0]].mean(0, keepdims=True)])
+        # each rim edge a -> b of the head becomes b -> a of a fan triangle: same winding
+        fan = np.stack([rim[:, 1], rim[:, 0], np.full(len(rim), centre)], 1)
+        fan_uvs = np.stack([rim_uvs[:, 1], rim_uvs[:, 0], np.full(len(rim), centre_uv)], 1)
+        triangles = np.concatenate([triangles, fan])
+        triangle_uvs = np.concatenate([triangle_uvs, fan_uvs])
     # reflecting x finds each vertex's partner on the other side of the (symmetric) topology
     _, mirror = cKDTree(neutral).query(neutral * np.array([-1.0, 1.0, 1.0], np.float32))
 
-    def basis(name: str, count: int | None = None) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(data[name][:count, kept], np.float32))
-
     return FaceModel(
         neutral=torch.from_numpy(neutral),
-        identity_basis=basis("identity_basis", identity_modes),
-        expression_basis=basis("expression_basis"),
+        identity_basis=torch.from_numpy(np.ascontiguousarray(identity)),
+        expression_basis=torch.from_numpy(np.ascontiguousarray(expression)),
         expression_names=[str(n) for n in data["expression_names"]],
         triangles=torch.from_numpy(triangles),
-        triangle_uvs=torch.from_numpy(triangle_uvs.astype(np.int64)),
-        uv=torch.from_numpy(data["uv"].astype(np.float32)),
+        triangle_uvs=torch.from_numpy(triangle_uvs),
+        uv=torch.from_numpy(uv),
         landmarks68=torch.from_numpy(landmarks),
         face_vertices=torch.from_numpy(face[face >= 0]),
         mirror=torch.from_numpy(mirror.astype(np.int64)),

@@ -36,7 +36,7 @@ from facerecon.mesh import Mesh, decimate, sample_colors, to_image_space, volume
 from facerecon.models import VolumePose, count_parameters, fold_batchnorm, load_checkpoint
 from facerecon.models.volume_pose import estimate_volume_pose
 from facerecon.pose import Pose, estimate_pose, rotation_matrix
-from facerecon.registration import Registration, register, single_threaded
+from facerecon.registration import Registration, prepare_fit, register, single_threaded
 from facerecon.render import render_views
 from facerecon.texture import bake_texture, prepare_atlas, registered_mesh
 
@@ -243,6 +243,7 @@ class Reconstructor:
         blank = np.zeros((self.info.input_size, self.info.input_size, 3), np.float32)
         self._forward(np.stack([blank]))
         if self.face_model is not None:
+            prepare_fit(self.face_model)
             prepare_atlas(self.face_model)
 
     def prepare(

@@ -131,6 +131,16 @@ def register(
     return register_batch([mesh], face_model, [pose_init], settings, landmarks=[landmarks])[0]
 
 
+def prepare_fit(face_model: FaceModel, settings: FitSettings | None = None) -> None:
+    """Build what every fit with this model reuses (vertex subsets, sparse matrices), so the
+    first request does not pay for it."""
+    settings = settings or FitSettings()
+    for stage in settings.stages:
+        _fitted_vertices(face_model, stage.vertices)
+    _fitted_vertices(face_model, None)
+    face_model.adjacency, face_model.incidence, face_model.neutral_normals  # noqa: B018
+
+
 @contextmanager
 def single_threaded() -> Iterator[None]:
     """Run torch on one intra-op thread inside the block (process-wide, re-entrant and

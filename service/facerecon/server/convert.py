@@ -31,7 +31,9 @@ CHIP_LAYOUTS = {  # ChipLayout value -> facerecon.chips layout name
 }
 CHIP_ENUMS = {name: value for value, name in CHIP_LAYOUTS.items()}
 TEXTURED = frozenset({types.MESH_ENCODING_TEXTURED_GLB, types.MESH_ENCODING_TEXTURED_OBJ})
-TOPOLOGY = "ict-outer-head"  # facerecon.face_model.HEAD_REGIONS of the ICT topology
+# facerecon.face_model.HEAD_REGIONS of the ICT topology, then one vertex closing each eye and
+# the mouth (their fans follow the ICT triangles)
+TOPOLOGY = "ict-outer-head-closed"
 
 
 @dataclass(frozen=True)
