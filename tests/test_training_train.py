@@ -88,6 +88,7 @@ def test_evaluate_reports_iou_and_nme_per_yaw_bucket(run_dir, tmp_path):
     assert set(result["yaw_buckets"]) == {"[0,30)", "[30,60)", "[60,90]"}
     assert all(b["count"] == 1 for b in result["yaw_buckets"].values())
     assert 0 <= result["overall"]["iou"] <= 1
+    assert result["overall"]["nme"] > 0 and result["overall"]["nme_service_mesh"] > 0
 
 
 def test_nme_is_zero_for_a_perfect_surface_and_grows_with_error():
@@ -105,6 +106,30 @@ def test_nme_is_zero_for_a_perfect_surface_and_grows_with_error():
     assert nme(mesh, on_surface, interocular=40.0) < 0.02
     bigger = directions * 26 + [32, 32, 0]
     assert nme(mesh, bigger, interocular=40.0) > 0.1
+
+
+def test_surface_distance_is_exact():
+    """Distances to the surface are to its triangles, not to its vertices: they match a
+    brute-force search over every triangle."""
+    import numpy as np
+    import trimesh
+
+    from facerecon.mesh import Mesh
+    from training.evaluate import surface_distance
+
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=20.0)
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(100, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    points = directions * rng.uniform(17.0, 23.0, (100, 1))
+    found = surface_distance(Mesh(sphere.vertices, sphere.faces), points)
+    triangles = np.tile(sphere.triangles, (len(points), 1, 1))
+    repeated = np.repeat(points, len(sphere.faces), axis=0)
+    nearest = trimesh.triangles.closest_point(triangles, repeated)
+    brute = np.linalg.norm(nearest - repeated, axis=1).reshape(len(points), -1).min(1)
+    np.testing.assert_allclose(found, brute, atol=1e-5)
+    vertices_only = np.linalg.norm(points[:, None] - sphere.vertices[None], axis=-1).min(1)
+    assert (found < vertices_only - 1e-3).mean() > 0.9  # vertices alone overestimate
 
 
 def test_export_adds_a_version_and_stays_loadable(run_dir, tmp_path):
