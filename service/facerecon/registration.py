@@ -71,9 +71,9 @@ class FitSettings:
     # successive halving: cheap rounds on many starts, then the full fit on the best one
     stages: tuple[Stage, ...] = (
         Stage(vertices=200, iterations=3, shape_from=3, robust_scale_cm=(2.0, 1.0), keep=2),
-        Stage(vertices=400, iterations=3, shape_from=1, robust_scale_cm=(1.5, 0.6), keep=1),
+        Stage(vertices=400, iterations=2, shape_from=1, robust_scale_cm=(1.5, 0.6), keep=1),
         Stage(
-            vertices=1000, iterations=4, shape_from=0, robust_scale_cm=(0.8, 0.25), keep=1, reach=1
+            vertices=700, iterations=4, shape_from=0, robust_scale_cm=(0.8, 0.25), keep=1, reach=1
         ),
     )
     identity_prior: float = 1e-3  # L2 weight of identity weights (~N(0, 1)), in cm^2
@@ -93,7 +93,7 @@ class FitSettings:
     refine: bool = True
     refine_max_cm: float = 0.6  # longest per-vertex offset
     refine_smoothness: float = 4.0  # alpha: Laplacian weight relative to the data
-    refine_sweeps: int = 15
+    refine_sweeps: int = 8
 
 
 @dataclass
@@ -248,18 +248,12 @@ class _Target:
 
     def __init__(self, mesh: Mesh):
         vertices = torch.from_numpy(mesh.vertices) * _FLIP_Y
-        normals = mesh.normals if mesh.normals is not None else mesh.with_normals().normals
         self.mesh = mesh
         centre = vertices.mean(0, dtype=torch.float64)
         self.centre = centre.numpy()
         self.points = points = vertices - centre.float()
-        self.normals = torch.from_numpy(normals) * _FLIP_Y
         low, high = points.amin(0), points.amax(0)
         self.low, self.high = low.numpy(), high.numpy()
-        margin = BOX_MARGIN * float((high - low).max())
-        cut = ((points[:, :2] < low[:2] + margin) | (points[:, :2] > high[:2] - margin)).any(1)
-        cut |= points[:, 2] < low[2] + margin  # the back; the front is never cut
-        self.normals[cut] = 0.0
         # the grid: cells of the mesh's typical edge length, a border of empty cells
         corners = torch.from_numpy(mesh.faces[::8, :2].astype(np.int64))
         edges = (points[corners[:, 0]] - points[corners[:, 1]]).norm(dim=-1)
@@ -269,12 +263,19 @@ class _Target:
         flat = cells[:, 1] * self.width + cells[:, 0]
         size = self.width * self.height
         front = torch.full((size,), -math.inf).scatter_reduce(0, flat, points[:, 2], "amax")
-        winner = points[:, 2] >= front[flat]  # the front-most vertex of its cell
+        winner = torch.nonzero(points[:, 2] >= front[flat])[:, 0]  # front-most in its cell
         # per cell: its front-most vertex and normal; empty cells are infinitely far
+        chosen = points[winner]
+        normals = mesh.normals if mesh.normals is not None else mesh.with_normals().normals
+        chosen_normals = torch.from_numpy(normals[winner.numpy()]) * _FLIP_Y
+        margin = BOX_MARGIN * float((high - low).max())
+        cut = ((chosen[:, :2] < low[:2] + margin) | (chosen[:, :2] > high[:2] - margin)).any(1)
+        cut |= chosen[:, 2] < low[2] + margin  # the back; the front is never cut
+        chosen_normals[cut] = 0.0
         self.cell_points = torch.full((size, 3), math.inf)
-        self.cell_points[flat[winner]] = points[winner]
+        self.cell_points[flat[winner]] = chosen
         self.cell_normals = torch.zeros(size, 3)
-        self.cell_normals[flat[winner]] = self.normals[winner]
+        self.cell_normals[flat[winner]] = chosen_normals
 
     def nearest(
         self, query: torch.Tensor, bound: float = np.inf, reach: int = 1
