@@ -468,6 +468,7 @@ class _Fit:
     ):
         self.model, self.targets, self.settings = model, targets, settings
         self.observed = observed
+        self.observed_offsets = None  # (B, P, 3, K): the observed points' model offsets
         self.anchor, self.anchor_weight = anchor, anchor_weight  # (B, 3, 3), (B,)
         self.rotation, self.scale, self.translation = rotation, scale, translation
         self.face_size = face_size
@@ -502,6 +503,8 @@ class _Fit:
         self.face_size, self.cost = self.face_size[rows], self.cost[rows]
         self.anchor, self.anchor_weight = self.anchor[rows], self.anchor_weight[rows]
         self.observed = self.observed.rows(rows)
+        if self.observed_offsets is not None:
+            self.observed_offsets = self.observed_offsets[rows]
 
     def posed(self, shape: torch.Tensor) -> torch.Tensor:
         """(B, N, 3) model-frame cm -> y-up frame pixels about each target's centre."""
@@ -614,11 +617,14 @@ class _Fit:
         row_x = torch.stack([zero, qz, -qy, qx, one / scale[..., 0], zero, zero], -1)
         row_y = torch.stack([-qz, zero, qx, qy, zero, one / scale[..., 0], zero], -1)
         jacobian = torch.stack([row_x, row_y], 2)  # (B, P, 2, 7)
-        if shape:  # R B: the landmarks' model offsets, rotated; x and y rows
-            offsets = self.landmark_basis.view(-1, 68, 3)  # (K, 68, 3)
-            rotated = torch.einsum("kjd,bcd->bjck", offsets, self.rotation[:, :2])
-            selected = torch.einsum("bpj,bjck->bpck", self.observed.selection, rotated)
-            jacobian = torch.cat([jacobian, selected], -1)
+        if shape:  # R B: the observed points' model offsets, rotated; x and y rows
+            if self.observed_offsets is None:
+                offsets = self.landmark_basis.view(-1, 68, 3)  # (K, 68, 3)
+                self.observed_offsets = torch.einsum(
+                    "bpj,kjd->bpdk", self.observed.selection, offsets
+                )
+            rotated = torch.einsum("bpdk,bcd->bpck", self.observed_offsets, self.rotation[:, :2])
+            jacobian = torch.cat([jacobian, rotated], -1)
         sigma = self.settings.landmark_scale_cm
         robust = (sigma**2 / (sigma**2 + residual.square().sum(-1))) ** 2
         w = visible * robust * self.observed.valid
