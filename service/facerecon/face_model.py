@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
@@ -116,8 +117,9 @@ class FaceModel:
         return vertex_normals(self.neutral[None], self.triangles)[0]
 
     @cached_property
-    def adjacency(self) -> scipy.sparse.csr_matrix:
-        """(V, V) float32 CSR: 1 where two vertices share an edge (sums over neighbours)."""
+    def adjacency(self) -> torch.Tensor:
+        """(V, V) float32 sparse CSR: 1 where two vertices share an edge (sums over
+        neighbours)."""
         t = self.triangles.cpu().numpy()
         source = np.concatenate([t[:, 0], t[:, 1], t[:, 2], t[:, 1], t[:, 2], t[:, 0]])
         target = np.concatenate([t[:, 1], t[:, 2], t[:, 0], t[:, 0], t[:, 1], t[:, 2]])
@@ -125,26 +127,44 @@ class FaceModel:
         ones = np.ones(len(source), np.float32)
         adjacency = scipy.sparse.csr_matrix((ones, (source, target)), shape=(count, count))
         adjacency.data[:] = 1.0  # an edge of two triangles was summed twice
-        return adjacency
+        return _torch_csr(adjacency)
 
     @cached_property
-    def incidence(self) -> scipy.sparse.csr_matrix:
-        """(V, F) float32 CSR: 1 where a vertex is a corner of a triangle."""
+    def degree(self) -> torch.Tensor:
+        """(V,) float32: each vertex's number of neighbours."""
+        return torch.diff(self.adjacency.crow_indices()).float()
+
+    @cached_property
+    def incidence(self) -> torch.Tensor:
+        """(V, F) float32 sparse CSR: 1 where a vertex is a corner of a triangle."""
         t = self.triangles.cpu().numpy()
         corners = np.tile(np.arange(len(t)), 3)
         ones = np.ones(len(corners), np.float32)
-        return scipy.sparse.csr_matrix(
-            (ones, (t.T.reshape(-1), corners)), shape=(self.num_vertices, len(t))
+        return _torch_csr(
+            scipy.sparse.csr_matrix(
+                (ones, (t.T.reshape(-1), corners)), shape=(self.num_vertices, len(t))
+            )
         )
 
+    @cached_property
+    def _corners(self) -> torch.Tensor:
+        """(3F,) long: the triangles' corners, flat (one gather fetches them all)."""
+        return self.triangles.reshape(-1).contiguous()
+
     def normals(self, vertices: torch.Tensor) -> torch.Tensor:
-        """`vertex_normals` of (B, V, 3) CPU shapes of this model, summed over the triangles
-        by one sparse product (3x faster than `index_add`)."""
-        a, b, c = (vertices[:, self.triangles[:, k]] for k in range(3))
-        face_normals = torch.linalg.cross(b - a, c - a, dim=-1)  # (B, F, 3)
-        faces = face_normals.shape[1]
-        summed = self.incidence @ face_normals.transpose(0, 1).reshape(faces, -1).numpy()
-        summed = torch.from_numpy(summed).view(-1, *vertices.shape[::2]).transpose(0, 1)
+        """`vertex_normals` of (B, V, 3) CPU shapes of this model: coordinates gathered as
+        planes (contiguous, 3x faster than (..., 3) slices), face normals summed per vertex
+        by one sparse product."""
+        batch = vertices.shape[0]
+        planes = vertices.permute(2, 0, 1).reshape(3 * batch, -1)  # (3B, V): x, y, z rows
+        x, y, z = planes.index_select(1, self._corners).view(3, batch, -1, 3).unbind(0)
+        e1x, e1y, e1z = x[..., 1] - x[..., 0], y[..., 1] - y[..., 0], z[..., 1] - z[..., 0]
+        e2x, e2y, e2z = x[..., 2] - x[..., 0], y[..., 2] - y[..., 0], z[..., 2] - z[..., 0]
+        face_normals = torch.stack(  # (F, 3, B) for the vertex-major product
+            [e1y * e2z - e1z * e2y, e1z * e2x - e1x * e2z, e1x * e2y - e1y * e2x], 0
+        ).permute(2, 0, 1)
+        summed = self.incidence @ face_normals.reshape(face_normals.shape[0], -1)
+        summed = summed.view(-1, 3, batch).permute(2, 0, 1)
         return torch.nn.functional.normalize(summed, dim=-1, eps=1e-12)
 
     def to(self, device: torch.device | str) -> FaceModel:
@@ -153,6 +173,18 @@ class FaceModel:
             value = getattr(self, f.name)
             moved[f.name] = value.to(device) if isinstance(value, torch.Tensor) else value
         return FaceModel(**moved)
+
+
+def _torch_csr(matrix: scipy.sparse.csr_matrix) -> torch.Tensor:
+    """A float32 torch sparse CSR copy (its products are ~1.7x faster than scipy's here)."""
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": used for products only
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(matrix.indptr.astype(np.int64)),
+            torch.from_numpy(matrix.indices.astype(np.int64)),
+            torch.from_numpy(matrix.data.astype(np.float32)),
+            size=matrix.shape,
+        )
 
 
 def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
