@@ -485,7 +485,8 @@ class _Fit:
             model, None
         )
         # L2 weights of the rotation vector, log scale (towards the framing) and translation
-        self.pose_prior = torch.tensor([1e-6] * 3 + [settings.scale_prior] + [1e-6] * 3).double()
+        self.similarity_prior = torch.tensor([1e-6] * 3 + [settings.scale_prior] + [1e-6] * 3)
+        self.similarity_prior = self.similarity_prior.double()
         identities = model.identity_basis.shape[0]
         self.prior = torch.cat([
             torch.full((identities,), settings.identity_prior),
@@ -563,7 +564,7 @@ class _Fit:
         # a weak pull of the log scale towards the crop framing's: a head seen edge-on can
         # otherwise shrink into a small, well-fitting patch
         batch = len(self.targets)
-        prior = self.pose_prior.repeat(batch, 1)
+        prior = self.similarity_prior.repeat(batch, 1)
         prior[:, :3] += self.anchor_weight[:, None].double()
         current = torch.zeros(batch, 7, dtype=torch.float64)
         if self.anchor_weight.any():
