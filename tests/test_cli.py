@@ -1,5 +1,8 @@
+import json
 from pathlib import Path
 
+import numpy as np
+import pytest
 import trimesh
 
 from facerecon.cli import build_parser, main, parse_angles
@@ -51,3 +54,41 @@ def test_detector_defaults_to_the_same_variable_as_the_server(monkeypatch, tmp_p
     assert build_parser().parse_args(args).detector is None
     monkeypatch.setenv("FACERECON_DETECTOR", "/models/yunet.onnx")
     assert build_parser().parse_args(args).detector == Path("/models/yunet.onnx")
+
+
+def test_registration_writes_textured_meshes_and_figures(tmp_path, tiny_weights, astronaut_jpeg):
+    model = Path(__file__).resolve().parents[2] / "shared" / "facemodel" / "ict_face_light.npz"
+    if not model.is_file():
+        pytest.skip("needs ../shared/facemodel/ict_face_light.npz")
+    photo = tmp_path / "eileen.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    out = tmp_path / "out"
+    argv = ["reconstruct", str(photo), "--out", str(out), "--weights", str(tiny_weights),
+            "--views=", "--device", "cpu", "--registration", "--face-only",
+            "--face-model", str(model)]  # fmt: skip
+    assert main(argv) == 0
+    assert (out / "eileen_registered.glb").read_bytes()[:4] == b"glTF"
+    obj = (out / "eileen_registered.obj").read_text()
+    assert "mtllib eileen_registered.mtl" in obj and obj.count("\nv ") == 6706 + 3
+    assert (out / "eileen_registered.png").is_file() and (out / "eileen_registered.mtl").is_file()
+    figures = json.loads((out / "eileen_registration.json").read_text())
+    assert figures["topology"] == "ict-face-closed"
+    assert np.asarray(figures["landmarks68_3d"]).shape == (68, 3)
+    assert "jawOpen" in figures["expression"] and set(figures["pose"]) == {
+        "yaw_deg", "pitch_deg", "roll_deg"
+    }  # fmt: skip
+
+
+def test_registration_without_the_face_model_says_how_to_get_it(
+    tmp_path, tiny_weights, capsys, monkeypatch
+):
+    photo = tmp_path / "face.png"
+    photo.write_bytes(b"unused")
+    argv = ["reconstruct", str(photo), "--out", str(tmp_path / "out"), "--weights",
+            str(tiny_weights), "--device", "cpu", "--registration"]  # fmt: skip
+    assert main([*argv, "--face-model", str(tmp_path / "typo.npz")]) == 2
+    assert "no face model at" in capsys.readouterr().err
+    monkeypatch.setenv("FACERECON_FACE_MODEL", str(tmp_path / "not-installed.npz"))
+    assert main(argv) == 2
+    assert "import-face-model" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

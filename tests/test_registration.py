@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse
 import torch
+from scipy.sparse.csgraph import connected_components
 
 from facerecon.errors import FeatureUnavailable
 from facerecon.face_model import load_face_model
@@ -16,9 +18,12 @@ from facerecon.pose import Pose, rotation_matrix
 from facerecon.reconstructor import ReconstructOptions, Reconstructor
 from facerecon.registration import (
     _FIVE_FROM_68,
+    FACE_TOPOLOGY,
+    HEAD_TOPOLOGY,
     _rodrigues,
     _rotation_vector,
     _Target,
+    face_region,
     register,
 )
 
@@ -200,3 +205,37 @@ def test_reconstructor_registers_and_textures(tiny_weights, astronaut):
     assert result.registration.vertices.shape == (reconstructor.face_model.num_vertices, 3)
     assert result.texture.shape == (512, 1024, 3) and result.texture.dtype == np.uint8
     assert {"registration", "texture"} <= set(result.timings_ms)
+
+
+@needs_model
+def test_face_region_is_the_facial_mask_with_closed_eyes_and_mouth(face_model):
+    """The face-only topology keeps the mask's vertices in order (the 68 landmarks too), the
+    triangles among them and only the texture coordinates those use; its one open boundary is
+    the mask's rim (the eyes and mouth stay closed)."""
+    mesh, _ = solid_head_volume((20.0, 0.0, 0.0))
+    head = register(mesh, face_model, Pose(20.0, 0.0, 0.0))
+    face = face_region(head, face_model)
+    kept = face_model.face_region.numpy()
+    assert face.topology == FACE_TOPOLOGY and head.topology == HEAD_TOPOLOGY
+    assert len(face.vertices) == len(kept) == 6706 + 3
+    np.testing.assert_array_equal(face.vertices, head.vertices[kept])
+    np.testing.assert_array_equal(face.landmarks68_3d, head.landmarks68_3d)
+    np.testing.assert_array_equal(face.vertices[face_model.landmarks68], head.landmarks68_3d)
+    assert 0 < len(face.triangles) < len(head.triangles)
+    assert np.array_equal(np.unique(face.triangles), np.arange(len(face.vertices)))
+    assert np.array_equal(np.unique(face.triangle_uvs), np.arange(len(face.uv)))
+    np.testing.assert_array_equal(  # each corner keeps its texture coordinate
+        face.uv[face.triangle_uvs], head.uv[head.triangle_uvs][np.isin(head.triangles, kept).all(1)]
+    )
+    edges = np.sort(face.triangles[:, [[0, 1], [1, 2], [2, 0]]].reshape(-1, 2), axis=1)
+    pairs, counts = np.unique(edges, axis=0, return_counts=True)
+    rim = pairs[counts == 1]
+    assert len(rim) > 100  # an open mask ...
+    _, components = connected_components(
+        scipy.sparse.coo_matrix((np.ones(len(rim)), (rim[:, 0], rim[:, 1])),
+                                shape=(len(face.vertices),) * 2),
+        directed=False,
+    )  # fmt: skip
+    assert len(np.unique(components[np.unique(rim)])) == 1  # ... with a single rim
+    with pytest.raises(ValueError, match=HEAD_TOPOLOGY):
+        face_region(face, face_model)

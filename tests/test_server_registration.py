@@ -212,6 +212,29 @@ def test_views_of_the_registered_mesh_show_it_textured(registered):
     assert decode(registered.frontal_view.image)[..., 3].any()
 
 
+def test_the_face_region_alone_is_returned_exported_and_shown(served, astronaut_jpeg):
+    request = build_request(
+        astronaut_jpeg,
+        mesh_encodings=("textured_glb",),
+        views=[VIEW],
+        view_size=64,
+        registration=True,
+        view_source="registered",
+        registration_region="face",
+    )
+    reply = served.Reconstruct(request, timeout=120)
+    reg = reply.registration
+    assert reg.topology == "ict-face-closed" and reg.vertex_count == 6706 + 3
+    arrays = registration_arrays(reg)
+    assert arrays["triangles"].max() == reg.vertex_count - 1
+    assert arrays["triangle_uvs"].max() == reg.uv_count - 1
+    assert arrays["landmarks68_3d"].shape == (68, 3)
+    scene = trimesh.load(io.BytesIO(reply.mesh.textured_glb), file_type="glb")
+    (mesh,) = scene.geometry.values()
+    assert len(mesh.faces) == reg.triangle_count
+    assert decode(reply.views[0].image)[..., 3].any()
+
+
 def test_model_info_lists_registration_with_a_face_model(served):
     features = set(served.GetModelInfo(pb.GetModelInfoRequest(), timeout=10).features)
     assert {"registration", "mesh_textured_glb", "mesh_textured_obj", "registered_views"} <= (
@@ -267,6 +290,16 @@ def test_unknown_view_source_is_invalid(astronaut_jpeg):
     with pytest.raises(InputError) as caught:
         parse_request(request, "r")
     assert caught.value.field == "options.view_source"
+
+
+def test_unknown_registration_region_is_invalid(astronaut_jpeg):
+    request = build_request(astronaut_jpeg, registration=True)
+    request.options.registration_region = 9  # a value from a newer contract
+    with pytest.raises(InputError) as caught:
+        parse_request(request, "r")
+    assert caught.value.field == "options.registration_region"
+    with pytest.raises(InputError, match="registration region"):
+        ReconstructOptions(registration=True, registration_region="ears").validate()
 
 
 def test_registered_views_need_registration():

@@ -7,6 +7,12 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from facerecon.registration import Registration
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 EXPORTERS = ("glb", "ply", "obj")
@@ -39,13 +45,29 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from facerecon import export
-    from facerecon.errors import InputError
+    from facerecon.errors import FeatureUnavailable, InputError
     from facerecon.reconstructor import ReconstructOptions, Reconstructor
 
-    reconstructor = Reconstructor(args.weights, device=args.device, detector=args.detector)
-    options = ReconstructOptions(
-        views=args.views, view_size=args.size, frontal=True, decimate_faces=args.decimate
+    if args.face_model is not None and not args.face_model.is_file():
+        print(f"facerecon: no face model at {args.face_model}", file=sys.stderr)
+        return 2
+    reconstructor = Reconstructor(
+        args.weights, device=args.device, detector=args.detector, face_model=args.face_model
     )
+    options = ReconstructOptions(
+        views=args.views,
+        view_size=args.size,
+        frontal=True,
+        decimate_faces=args.decimate,
+        registration=args.registration or args.registered_views,
+        registered_views=args.registered_views,
+        registration_region="face" if args.face_only else "head",
+    )
+    try:
+        reconstructor.check_available(options)
+    except FeatureUnavailable as error:
+        print(f"facerecon: {error}", file=sys.stderr)
+        return 2
     to_mesh = {"glb": export.to_glb, "ply": export.to_ply, "obj": export.to_obj}[args.format]
     photos = list(iter_photos(args.photos))
     if not photos:
@@ -69,6 +91,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         if result.frontal is not None:
             frontal = export.to_png(result.frontal.image)
             (args.out / f"{photo.stem}_frontal.png").write_bytes(frontal)
+        if result.registration is not None:
+            save_registration(result.registration, result.texture, args.out, photo.stem)
         pose = result.pose
         total = sum(result.timings_ms.values())
         progress.write(
@@ -77,6 +101,34 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             f"{total:.0f} ms -> {stem}.{args.format}"
         )
     return 1 if failures else 0
+
+
+def save_registration(
+    registration: Registration, texture: np.ndarray, out: Path, stem: str
+) -> None:
+    """STEM_registered.glb and .obj/.mtl/.png (textured) and STEM_registration.json."""
+    import json
+
+    from facerecon.texture import to_textured_glb, to_textured_obj
+
+    name = f"{stem}_registered"
+    (out / f"{name}.glb").write_bytes(to_textured_glb(registration, texture))
+    for file, data in to_textured_obj(registration, texture, name=name).items():
+        (out / file).write_bytes(data)
+    r = registration
+    figures = {
+        "topology": r.topology,
+        "pose": {"yaw_deg": r.pose.yaw, "pitch_deg": r.pose.pitch, "roll_deg": r.pose.roll},
+        "scale_px_per_cm": r.scale,
+        "fit_error_px": r.fit_error,
+        "inlier_fraction": r.inlier_fraction,
+        "landmarks68_2d": r.landmarks68_2d.tolist(),
+        "landmarks68_3d": r.landmarks68_3d.tolist(),
+        "identity": r.identity.tolist(),
+        "expression": dict(zip(r.expression_names, r.expression.tolist(), strict=True)),
+    }
+    lines = ",\n".join(f" {json.dumps(key)}: {json.dumps(value)}" for key, value in figures.items())
+    (out / f"{stem}_registration.json").write_text("{\n" + lines + "\n}\n")  # a key a line
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -140,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="face detector model file (SCRFD or YuNet ONNX; default: "
                           "$FACERECON_DETECTOR, as for the server); without one each photo is "
                           "treated as a face crop")  # fmt: skip
+    rec.add_argument("--registration", action="store_true",
+                     help="also fit the ICT face model: STEM_registered.glb and .obj (textured), "
+                          "STEM_registration.json (pose, 68 landmarks, coefficients)")  # fmt: skip
+    rec.add_argument("--registered-views", action="store_true",
+                     help="render the views from the textured registered mesh (implies "
+                          "--registration)")  # fmt: skip
+    rec.add_argument("--face-only", action="store_true",
+                     help="the registered facial mask alone (no ears, scalp or neck)")  # fmt: skip
+    rec.add_argument("--face-model", type=Path, default=None,
+                     help="ICT face model npz (default: $FACERECON_FACE_MODEL or "
+                          "~/.local/share/facerecon/ict_face_light.npz)")  # fmt: skip
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     model_args(rec)
 

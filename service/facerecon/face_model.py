@@ -112,6 +112,17 @@ class FaceModel:
         return self.neutral + offsets.view(-1, *self.neutral.shape)
 
     @cached_property
+    def face_region(self) -> torch.Tensor:
+        """(Vr,) long, sorted: the facial mask (ICT's "narrow_face": forehead to chin, between
+        the ears; no ears, scalp or neck) and the vertices appended to close its eyes and
+        mouth."""
+        kept = region_vertices(HEAD_REGIONS)
+        mask = new_indices(kept)[region_vertices(["narrow_face"])]
+        closing = np.arange(len(kept), self.num_vertices)
+        region = np.concatenate([mask[mask >= 0], closing])
+        return torch.from_numpy(region).to(self.face_vertices.device)
+
+    @cached_property
     def neutral_normals(self) -> torch.Tensor:
         """(V, 3) unit outward normals of the neutral head."""
         return vertex_normals(self.neutral[None], self.triangles)[0]

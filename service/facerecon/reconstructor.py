@@ -36,13 +36,20 @@ from facerecon.mesh import Mesh, decimate, sample_colors, to_image_space, volume
 from facerecon.models import VolumePose, count_parameters, fold_batchnorm, load_checkpoint
 from facerecon.models.volume_pose import estimate_volume_pose
 from facerecon.pose import Pose, estimate_pose, rotation_matrix
-from facerecon.registration import Registration, prepare_fit, register, single_threaded
+from facerecon.registration import (
+    Registration,
+    face_region,
+    prepare_fit,
+    register,
+    single_threaded,
+)
 from facerecon.render import render_views
 from facerecon.texture import bake_texture, prepare_atlas, registered_mesh
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "facerecon.pt"
 MAX_VIEWS = 16
 VIEW_SIZES = (32, 1024)
+REGISTRATION_REGIONS = ("head", "face")
 
 
 class WeightsNotFound(RuntimeError):
@@ -78,6 +85,9 @@ class ReconstructOptions:
     pose: bool = True
     decimate_faces: int | None = None
     registration: bool = False  # fit the face model (needs it installed); adds a UV texture
+    # what of the registered model is returned, exported and shown: "head" (face, head and
+    # neck) or "face" (the facial mask alone: `facerecon.registration.face_region`)
+    registration_region: str = "head"
     registered_views: bool = False  # render views from the textured registered mesh
     chips: tuple[str, ...] = ()  # aligned chips of every view, facerecon.chips.LAYOUTS names
     visibility: bool = False  # per view: which pixels show surface seen in the photo
@@ -112,6 +122,9 @@ class ReconstructOptions:
                     and abs(pitch) <= 90):  # fmt: skip
                 raise InputError("target pose must have yaw within ±180° and pitch within ±90°",
                                  field="options.target_pose")  # fmt: skip
+        if self.registration_region not in REGISTRATION_REGIONS:
+            raise InputError(f"registration region must be one of {REGISTRATION_REGIONS}",
+                             field="options.registration_region")  # fmt: skip
         if self.registered_views and not self.registration:
             raise InputError("views of the registered mesh need registration",
                              field="options.view_source")  # fmt: skip
@@ -312,6 +325,8 @@ class Reconstructor:
                 registration = register(mesh, self.face_model, pose, landmarks=face.landmarks)
             with _Timer(timings, "texture"):
                 texture = bake_texture(registration, face.image, self.face_model)
+            if options.registration_region == "face":
+                registration = face_region(registration, self.face_model)
         # the mesh the views show: the reconstruction, or the registered model textured
         shown = registered_mesh(registration, texture) if options.registered_views else mesh
         # every view with the full rotation (y-up frame) that turned the mesh into it

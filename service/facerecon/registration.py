@@ -33,7 +33,7 @@ import math
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -48,6 +48,10 @@ FRAMING_TOLERANCE = math.log(1.25)  # face size vs the framing's, before the cos
 SEARCH_SCALES = 4.0  # nearest-neighbour search radius, in robust scales
 BOX_MARGIN = 0.01  # of the mesh extent: vertices this close to its box lie on a cut
 GRID_BORDER = 2  # empty cells around the grid: the widest reach a search may use
+# the registered mesh's topologies: the ICT face, head and neck vertices, then one vertex each
+# closing the subject's right eye, left eye and mouth; or the face region of that alone
+HEAD_TOPOLOGY = "ict-outer-head-closed"
+FACE_TOPOLOGY = "ict-face-closed"
 
 
 @dataclass(frozen=True)
@@ -114,9 +118,32 @@ class Registration:
     expression_names: list[str] = field(default_factory=list)
     fit_error: float = float("nan")  # RMS point-to-plane distance of fitted vertices, pixels
     inlier_fraction: float = float("nan")  # of the fitted vertices, matched to the surface
+    topology: str = HEAD_TOPOLOGY
 
     def to_mesh(self) -> Mesh:
         return Mesh(self.vertices, self.triangles).with_normals()
+
+
+def face_region(registration: Registration, face_model: FaceModel) -> Registration:
+    """The registration's facial mask alone (`FaceModel.face_region`: no ears, scalp or
+    neck), in topology FACE_TOPOLOGY: the kept vertices in their order, the triangles among
+    them, and the texture coordinates those use (the atlas is unchanged)."""
+    if registration.topology != HEAD_TOPOLOGY:
+        raise ValueError(f"expected a {HEAD_TOPOLOGY} registration, got {registration.topology}")
+    kept = face_model.face_region.cpu().numpy()
+    vertex_index = np.full(len(registration.vertices), -1, np.int64)
+    vertex_index[kept] = np.arange(len(kept))
+    triangles = vertex_index[registration.triangles]
+    inside = (triangles >= 0).all(axis=1)
+    used_uvs, triangle_uvs = np.unique(registration.triangle_uvs[inside], return_inverse=True)
+    return replace(
+        registration,
+        vertices=registration.vertices[kept],
+        triangles=triangles[inside].astype(np.int32),
+        uv=registration.uv[used_uvs],
+        triangle_uvs=triangle_uvs.reshape(-1, 3).astype(np.int32),
+        topology=FACE_TOPOLOGY,
+    )
 
 
 def register(

@@ -119,6 +119,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         decimate_faces=args.decimate,
         registration=registration,
         view_source="registered" if args.registered_views else "raw",
+        registration_region="face" if args.face_only else "head",
     )
     failures = 0
     progress = tqdm(total=len(photos), unit="face", disable=args.quiet, file=sys.stderr)
@@ -198,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--registered-views",
         action="store_true",
         help="render views from the textured registered mesh (implies --registration)",
+    )
+    rec.add_argument(
+        "--face-only",
+        action="store_true",
+        help="the registered facial mask alone: no ears, scalp or neck (with --registration)",
     )
     rec.add_argument("--batch", action="store_true", help="send all photos over one stream")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -21,6 +21,10 @@ VIEW_SOURCES = {
     "raw": types.VIEW_SOURCE_RAW_MESH,
     "registered": types.VIEW_SOURCE_REGISTERED_MESH,
 }
+REGISTRATION_REGIONS = {
+    "head": types.REGISTRATION_REGION_HEAD,
+    "face": types.REGISTRATION_REGION_FACE,
+}
 CHIP_LAYOUTS = {"arcface112": types.CHIP_LAYOUT_ARCFACE_112, "dlib150": types.CHIP_LAYOUT_DLIB_150}
 
 
@@ -44,6 +48,7 @@ def build_request(
     pose_reference: bytes | str | Path | None = None,
     registration: bool = False,
     view_source: str = "raw",
+    registration_region: str = "head",
 ) -> pb.ReconstructRequest:
     """A ReconstructRequest; `image` is encoded bytes or a file path. Angles in degrees.
 
@@ -52,7 +57,8 @@ def build_request(
     path, whose pose to copy): also render the matched view. `registration`: also fit the
     server's face model (reply.registration; see `registration_arrays`); the "textured_glb"
     and "textured_obj" encodings and `view_source="registered"` (views of the textured
-    registered mesh) need it too and turn it on."""
+    registered mesh) need it too and turn it on; `registration_region` "face" returns,
+    exports and shows the registered facial mask alone ("head": with ears, scalp and neck)."""
     if not isinstance(image, bytes):
         image = Path(image).read_bytes()
     options = types.ReconstructOptions(
@@ -67,6 +73,7 @@ def build_request(
         visibility=visibility,
         registration=registration,
         view_source=VIEW_SOURCES[view_source.lower()],
+        registration_region=REGISTRATION_REGIONS[registration_region.lower()],
     )
     if target_pose is not None:
         options.target_pose.CopyFrom(types.Pose(yaw_deg=target_pose[0], pitch_deg=target_pose[1]))

@@ -33,7 +33,11 @@ CHIP_ENUMS = {name: value for value, name in CHIP_LAYOUTS.items()}
 TEXTURED = frozenset({types.MESH_ENCODING_TEXTURED_GLB, types.MESH_ENCODING_TEXTURED_OBJ})
 # facerecon.face_model.HEAD_REGIONS of the ICT topology, then one vertex closing each eye and
 # the mouth (their fans follow the ICT triangles)
-TOPOLOGY = "ict-outer-head-closed"
+REGISTRATION_REGIONS = {
+    types.REGISTRATION_REGION_UNSPECIFIED: "head",
+    types.REGISTRATION_REGION_HEAD: "head",
+    types.REGISTRATION_REGION_FACE: "face",
+}
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,10 @@ def parse_request(request: pb.ReconstructRequest, request_id: str) -> ParsedRequ
             "unknown view source: use RAW_MESH or REGISTERED_MESH", field="options.view_source"
         )
     registered_views = o.view_source == types.VIEW_SOURCE_REGISTERED_MESH
+    if o.registration_region not in REGISTRATION_REGIONS:
+        raise InputError(
+            "unknown registration region: use HEAD or FACE", field="options.registration_region"
+        )
     options = ReconstructOptions(
         views=tuple((v.yaw_deg, v.pitch_deg) for v in o.views),
         view_size=o.view_size or DEFAULT_VIEW_SIZE,
@@ -113,6 +121,7 @@ def parse_request(request: pb.ReconstructRequest, request_id: str) -> ParsedRequ
         # textured files and views of the registered mesh are made from the registration
         registration=o.registration or registered_views or bool(encodings & TEXTURED),
         registered_views=registered_views,
+        registration_region=REGISTRATION_REGIONS[o.registration_region],
     )
     options.validate()
     return ParsedRequest(
@@ -178,7 +187,7 @@ def encode_registration(registration: Registration, texture_png: bytes) -> types
     r = registration
     p = r.pose
     return types.Registration(
-        topology=TOPOLOGY,
+        topology=r.topology,
         vertex_count=len(r.vertices),
         triangle_count=len(r.triangles),
         vertices=r.vertices.astype("<f4").tobytes(),

@@ -23,6 +23,12 @@ class ViewSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VIEW_SOURCE_RAW_MESH: _ClassVar[ViewSource]
     VIEW_SOURCE_REGISTERED_MESH: _ClassVar[ViewSource]
 
+class RegistrationRegion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REGISTRATION_REGION_UNSPECIFIED: _ClassVar[RegistrationRegion]
+    REGISTRATION_REGION_HEAD: _ClassVar[RegistrationRegion]
+    REGISTRATION_REGION_FACE: _ClassVar[RegistrationRegion]
+
 class ImageFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     IMAGE_FORMAT_UNSPECIFIED: _ClassVar[ImageFormat]
@@ -44,6 +50,9 @@ MESH_ENCODING_TEXTURED_OBJ: MeshEncoding
 VIEW_SOURCE_UNSPECIFIED: ViewSource
 VIEW_SOURCE_RAW_MESH: ViewSource
 VIEW_SOURCE_REGISTERED_MESH: ViewSource
+REGISTRATION_REGION_UNSPECIFIED: RegistrationRegion
+REGISTRATION_REGION_HEAD: RegistrationRegion
+REGISTRATION_REGION_FACE: RegistrationRegion
 IMAGE_FORMAT_UNSPECIFIED: ImageFormat
 IMAGE_FORMAT_PNG: ImageFormat
 IMAGE_FORMAT_JPEG: ImageFormat
@@ -88,7 +97,7 @@ class ViewAngle(_message.Message):
     def __init__(self, yaw_deg: _Optional[float] = ..., pitch_deg: _Optional[float] = ...) -> None: ...
 
 class ReconstructOptions(_message.Message):
-    __slots__ = ("mesh_encodings", "views", "view_size", "view_format", "background", "frontal_view", "pose", "decimate_faces", "chip_layouts", "visibility", "target_pose", "pose_reference_image", "registration", "view_source")
+    __slots__ = ("mesh_encodings", "views", "view_size", "view_format", "background", "frontal_view", "pose", "decimate_faces", "chip_layouts", "visibility", "target_pose", "pose_reference_image", "registration", "view_source", "registration_region")
     MESH_ENCODINGS_FIELD_NUMBER: _ClassVar[int]
     VIEWS_FIELD_NUMBER: _ClassVar[int]
     VIEW_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +112,7 @@ class ReconstructOptions(_message.Message):
     POSE_REFERENCE_IMAGE_FIELD_NUMBER: _ClassVar[int]
     REGISTRATION_FIELD_NUMBER: _ClassVar[int]
     VIEW_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_REGION_FIELD_NUMBER: _ClassVar[int]
     mesh_encodings: _containers.RepeatedScalarFieldContainer[MeshEncoding]
     views: _containers.RepeatedCompositeFieldContainer[ViewAngle]
     view_size: int
@@ -117,7 +127,8 @@ class ReconstructOptions(_message.Message):
     pose_reference_image: bytes
     registration: bool
     view_source: ViewSource
-    def __init__(self, mesh_encodings: _Optional[_Iterable[_Union[MeshEncoding, str]]] = ..., views: _Optional[_Iterable[_Union[ViewAngle, _Mapping]]] = ..., view_size: _Optional[int] = ..., view_format: _Optional[_Union[ImageFormat, str]] = ..., background: _Optional[_Union[Color, _Mapping]] = ..., frontal_view: _Optional[bool] = ..., pose: _Optional[bool] = ..., decimate_faces: _Optional[int] = ..., chip_layouts: _Optional[_Iterable[_Union[ChipLayout, str]]] = ..., visibility: _Optional[bool] = ..., target_pose: _Optional[_Union[Pose, _Mapping]] = ..., pose_reference_image: _Optional[bytes] = ..., registration: _Optional[bool] = ..., view_source: _Optional[_Union[ViewSource, str]] = ...) -> None: ...
+    registration_region: RegistrationRegion
+    def __init__(self, mesh_encodings: _Optional[_Iterable[_Union[MeshEncoding, str]]] = ..., views: _Optional[_Iterable[_Union[ViewAngle, _Mapping]]] = ..., view_size: _Optional[int] = ..., view_format: _Optional[_Union[ImageFormat, str]] = ..., background: _Optional[_Union[Color, _Mapping]] = ..., frontal_view: _Optional[bool] = ..., pose: _Optional[bool] = ..., decimate_faces: _Optional[int] = ..., chip_layouts: _Optional[_Iterable[_Union[ChipLayout, str]]] = ..., visibility: _Optional[bool] = ..., target_pose: _Optional[_Union[Pose, _Mapping]] = ..., pose_reference_image: _Optional[bytes] = ..., registration: _Optional[bool] = ..., view_source: _Optional[_Union[ViewSource, str]] = ..., registration_region: _Optional[_Union[RegistrationRegion, str]] = ...) -> None: ...
 
 class Chip(_message.Message):
     __slots__ = ("layout", "width", "height", "format", "image")
