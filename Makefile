@@ -10,7 +10,8 @@ setup:
 	$(PIP) -e '.[dev]'
 
 # System tools that parts of the suite use, installed when missing: promtool (alert rules),
-# Chromium + chromedriver (web demo end to end), buf and the web bundle's packages (npm).
+# Chromium + chromedriver (web demo end to end), buf, the web bundle's packages and the
+# Khronos glTF validator (npm).
 # A test whose tool cannot be had skips and says why.
 APT_TOOLS := $(if $(shell command -v promtool),,prometheus) \
 	$(if $(shell command -v chromium),,chromium) $(if $(shell command -v chromedriver),,chromium-driver)
@@ -22,8 +23,9 @@ tools:
 		else echo "not installed (needs root and apt-get): $(APT_TOOLS)"; fi; fi
 	@if command -v npm >/dev/null 2>&1; then \
 		npm ci --prefix proto --no-audit --no-fund --silent && \
-		npm ci --prefix clients/web --ignore-scripts --no-audit --no-fund --silent; \
-	else echo "npm not found: buf lint and the web bundle check will skip"; fi
+		npm ci --prefix clients/web --ignore-scripts --no-audit --no-fund --silent && \
+		npm ci --prefix tests/gltf --ignore-scripts --no-audit --no-fund --silent; \
+	else echo "npm not found: buf lint, the web bundle and glTF validator checks will skip"; fi
 
 # The gRPC service on the shipped weights. DETECTOR=face detector .onnx lets it take whole
 # photos (default: YuNet from ../shared when present); without one each photo is a face crop.

@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 import trimesh
+from gltf_validator import needs_validator, validation_report
 from PIL import Image
 
 from facerecon.export import to_glb, to_obj, to_ply, to_png
@@ -83,3 +84,9 @@ def test_png_round_trip(channels):
 def test_png_rejects_other_arrays():
     with pytest.raises(ValueError):
         to_png(np.zeros((4, 4), np.float32))
+
+
+@needs_validator
+def test_glb_passes_the_khronos_validator(head, tmp_path):
+    issues = validation_report(to_glb(head), tmp_path)
+    assert issues["numErrors"] == issues["numWarnings"] == 0, issues["messages"]

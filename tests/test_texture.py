@@ -9,12 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trimesh
+from gltf_validator import needs_validator, validation_report
 from PIL import Image
 
 from facerecon.face_model import load_face_model
 from facerecon.pose import Pose, rotation_matrix
 from facerecon.registration import Registration
-from facerecon.texture import _uv_raster, bake_texture, to_textured_glb, to_textured_obj
+from facerecon.texture import (
+    _uv_raster,
+    atlas_png,
+    bake_texture,
+    to_textured_glb,
+    to_textured_obj,
+)
 
 ICT = Path(__file__).resolve().parents[1].parent / "shared" / "facemodel" / "ict_face_light.npz"
 pytestmark = pytest.mark.skipif(not ICT.is_file(), reason="needs ../shared/facemodel")
@@ -113,7 +120,7 @@ def test_every_used_texel_is_filled(model, texture):
 
 
 def test_textured_obj_files(registration, texture):
-    files = to_textured_obj(registration, texture, name="head")
+    files = to_textured_obj(registration, atlas_png(texture), name="head")
     assert set(files) == {"head.obj", "head.mtl", "head.png"}
     obj = files["head.obj"].decode()
     assert obj.count("\nv ") == len(registration.vertices)
@@ -125,14 +132,31 @@ def test_textured_obj_files(registration, texture):
 
 
 def test_textured_glb(registration, texture):
-    scene = trimesh.load(io.BytesIO(to_textured_glb(registration, texture)), file_type="glb")
+    """Read back by another library (trimesh): the same triangles, each corner with its
+    vertex's position and texture coordinate, and the atlas pixel for pixel."""
+    png = atlas_png(texture)
+    scene = trimesh.load(io.BytesIO(to_textured_glb(registration, png)), file_type="glb")
     (mesh,) = scene.geometry.values()
     assert len(mesh.faces) == len(registration.triangles)
     assert mesh.visual.uv.shape == (len(mesh.vertices), 2)
+    corners = mesh.faces.ravel()
+    np.testing.assert_allclose(  # trimesh turns glTF's v-down back to OBJ's v-up
+        mesh.visual.uv[corners], registration.uv[registration.triangle_uvs.ravel()], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        mesh.vertices[corners] * [1, -1, 1], registration.vertices[registration.triangles.ravel()],
+        atol=1e-3,
+    )  # fmt: skip
     image = mesh.visual.material.baseColorTexture
-    assert image.size == (texture.shape[1], texture.shape[0])
+    np.testing.assert_array_equal(np.asarray(image.convert("RGB")), texture)
     # y up, like facerecon.export: the file's top is the image's top
     assert mesh.vertices[:, 1].max() == pytest.approx(-registration.vertices[:, 1].min(), abs=1e-3)
+
+
+@needs_validator
+def test_textured_glb_passes_the_khronos_validator(registration, texture, tmp_path):
+    issues = validation_report(to_textured_glb(registration, atlas_png(texture)), tmp_path)
+    assert issues["numErrors"] == issues["numWarnings"] == 0, issues["messages"]
 
 
 def test_bad_photo_is_refused(registration, model):

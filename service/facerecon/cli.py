@@ -109,11 +109,11 @@ def save_registration(
     """STEM_registered.glb and .obj/.mtl/.png (textured) and STEM_registration.json."""
     import json
 
-    from facerecon.texture import to_textured_glb, to_textured_obj
+    from facerecon.texture import atlas_png, to_textured_glb, to_textured_obj
 
-    name = f"{stem}_registered"
-    (out / f"{name}.glb").write_bytes(to_textured_glb(registration, texture))
-    for file, data in to_textured_obj(registration, texture, name=name).items():
+    name, png = f"{stem}_registered", atlas_png(texture)
+    (out / f"{name}.glb").write_bytes(to_textured_glb(registration, png))
+    for file, data in to_textured_obj(registration, png, name=name).items():
         (out / file).write_bytes(data)
     r = registration
     figures = {

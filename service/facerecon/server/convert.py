@@ -151,16 +151,14 @@ def build_response(result: Reconstruction, parsed: ParsedRequest) -> pb.Reconstr
         out.ply = export.to_ply(mesh)
     if types.MESH_ENCODING_OBJ in parsed.encodings:
         out.obj = export.to_obj(mesh)
-    texture_png = None
     if result.registration is not None:
-        registration, atlas = result.registration, result.texture
+        registration, png = result.registration, texture.atlas_png(result.texture)
         if types.MESH_ENCODING_TEXTURED_GLB in parsed.encodings:
-            out.textured_glb = texture.to_textured_glb(registration, atlas)
+            out.textured_glb = texture.to_textured_glb(registration, png)
         if types.MESH_ENCODING_TEXTURED_OBJ in parsed.encodings:
-            files = texture.to_textured_obj(registration, atlas, name="face")
-            texture_png = files["face.png"]
+            files = texture.to_textured_obj(registration, png, name="face")
             out.textured_obj.CopyFrom(
-                types.TexturedObj(obj=files["face.obj"], mtl=files["face.mtl"], png=texture_png)
+                types.TexturedObj(obj=files["face.obj"], mtl=files["face.mtl"], png=png)
             )
     response = pb.ReconstructResponse(
         request_id=parsed.request_id,
@@ -178,7 +176,6 @@ def build_response(result: Reconstruction, parsed: ParsedRequest) -> pb.Reconstr
         response.matched_view.CopyFrom(encode_view(m, parsed))
         response.matched_pose.CopyFrom(types.Pose(yaw_deg=m.yaw, pitch_deg=m.pitch))
     if result.registration is not None:
-        png = texture_png or export.to_png(result.texture)
         response.registration.CopyFrom(encode_registration(result.registration, png))
     return response
 
