@@ -158,6 +158,46 @@ def test_upload_shows_the_mesh_views_pose_and_downloads(
     assert mesh.visual.kind == "vertex"  # coloured per vertex
 
 
+ICT = Path(__file__).resolve().parents[2] / "shared" / "facemodel" / "ict_face_light.npz"
+
+
+@pytest.fixture(scope="module")
+def fitting_gateway_url(tiny_weights):
+    """The gateway in front of a server with the ICT face model."""
+    if not ICT.is_file():
+        pytest.skip("needs ../shared/facemodel/ict_face_light.npz")
+    with RunningServer(None, weights=tiny_weights, face_model=ICT) as server:
+        with RunningGateway(GatewaySettings(service=server.target)) as gateway:
+            yield gateway.url
+
+
+def test_fitted_head_is_shown_textured_and_downloadable(
+    browser, fitting_gateway_url, astronaut_jpeg, tmp_path
+):
+    photo = tmp_path / "astronaut.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    open_page(browser, fitting_gateway_url)
+    option = browser.find_element("id", "registration")
+    assert option.is_displayed()
+    option.click()
+    choose_file(browser, photo)
+    state = wait_for_state(browser, {"ready", "error"})
+    assert state == "ready", browser.find_element("id", "error").text
+    assert "vertices" in browser.find_element("id", "fitted-figures").text
+    raw = canvas_pixels(browser)
+    viewer = browser.find_element("id", "viewer")
+    browser.execute_script("arguments[0].dataset.rendered = 'false'", viewer)
+    browser.find_element("id", "show-fitted").click()
+    assert_mesh_drawn(browser)
+    fitted = canvas_pixels(browser)
+    assert np.abs(fitted - raw).max(axis=-1).mean() > 5  # another mesh, textured
+    assert browser.find_element("id", "show-fitted").get_attribute("aria-pressed") == "true"
+    links = [a.text for a in browser.find_elements("css selector", "#downloads a")]
+    assert any(text.startswith("FITTED GLB") for text in links)
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, [e["message"] for e in errors]  # e.g. the texture refused by the CSP
+
+
 DROP_FILE = """
 const [data, name, type] = arguments;
 const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));

@@ -9,6 +9,7 @@ import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -19,11 +20,13 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from facerecon.reconstructor import Reconstructor
+from facerecon.registration import FACE_TOPOLOGY, HEAD_TOPOLOGY
 from facerecon.v1 import service_pb2_grpc
 from facerecon_client import build_request
 from facerecon_web import GatewaySettings, create_app
 
 SMALL_VIEWS = ((-30, 0), (30, 0))
+ICT = Path(__file__).resolve().parents[2] / "shared" / "facemodel" / "ict_face_light.npz"
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +100,37 @@ def test_page_static_files_and_config(web):
     assert config["allowed_types"] == ["image/jpeg", "image/png", "image/webp", "image/bmp"]
     assert config["max_upload_bytes"] == GatewaySettings().max_upload_bytes
     assert config["model"]["name"] == "vrn-tiny"
+
+
+def test_registration_needs_the_face_model_409(web, astronaut_jpeg):
+    assert web.get("/api/config").json()["registration"] is False
+    reply = web.post("/api/reconstruct?registration=1", content=astronaut_jpeg,
+                     headers={"Content-Type": "image/jpeg"})  # fmt: skip
+    assert reply.status_code == 409
+    assert "import-face-model" in reply.json()["error"]
+
+
+def test_registration_adds_the_fitted_head_and_its_figures(tiny_weights, astronaut_jpeg):
+    if not ICT.is_file():
+        pytest.skip("needs ../shared/facemodel/ict_face_light.npz")
+    with RunningServer(None, weights=tiny_weights, face_model=ICT) as server:
+        with gateway(server.target) as client:
+            assert client.get("/api/config").json()["registration"] is True
+            plain = post_photo(client, astronaut_jpeg).json()
+            assert plain["registration"] is None and "textured_glb" not in plain["meshes"]
+            reply = client.post("/api/reconstruct?registration=1", content=astronaut_jpeg,
+                                headers={"Content-Type": "image/jpeg"})  # fmt: skip
+            assert reply.status_code == 200, reply.text
+            body = reply.json()
+            assert body["registration"]["topology"] in (HEAD_TOPOLOGY, FACE_TOPOLOGY)
+            assert set(body["registration"]["pose"]) == {"yaw", "pitch", "roll"}
+            assert {"registration", "texture"} <= set(body["timings_ms"])
+            fitted = client.get(body["meshes"]["textured_glb"]["url"])
+    assert fitted.status_code == 200
+    assert fitted.headers["content-disposition"] == 'attachment; filename="face_fitted.glb"'
+    scene = trimesh.load(io.BytesIO(fitted.content), file_type="glb")
+    (mesh,) = scene.geometry.values()
+    assert len(mesh.faces) > 10_000 and mesh.visual.material.baseColorTexture is not None
 
 
 def test_unknown_result_and_kind_are_404(web):

@@ -2,8 +2,10 @@
 
 GET  /                              the page (static/index.html)
 GET  /api/config                    upload limits and the model being served
-POST /api/reconstruct               body: the photo (Content-Type image/jpeg|png|webp|bmp)
-GET  /api/results/{id}/face.{kind}  kind: glb, ply or obj (kept result_ttl_s seconds)
+POST /api/reconstruct               body: the photo (Content-Type image/jpeg|png|webp|bmp);
+                                    ?registration=1 also fits the service's face model
+GET  /api/results/{id}/face.{kind}  kind: glb, ply, obj or textured_glb (the fitted head);
+                                    kept result_ttl_s seconds
 """
 
 from __future__ import annotations
@@ -34,7 +36,13 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 # Failures that say nothing about the gateway's health (a bad photo, a busy service).
 ROUTINE_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})
-MEDIA_TYPES = {"glb": "model/gltf-binary", "ply": "application/octet-stream", "obj": "model/obj"}
+MEDIA_TYPES = {
+    "glb": "model/gltf-binary",
+    "ply": "application/octet-stream",
+    "obj": "model/obj",
+    "textured_glb": "model/gltf-binary",
+}
+FILE_NAMES = {kind: f"face.{kind}" for kind in MEDIA_TYPES} | {"textured_glb": "face_fitted.glb"}
 
 
 def create_app(settings: GatewaySettings | None = None) -> Starlette:
@@ -57,16 +65,18 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def config(request: Request) -> Response:
-        model = None
+        model, registration = None, False
         with contextlib.suppress(grpc.RpcError):
             info = await request.app.state.client.model_info(timeout=2.0)
             model = {"name": info.model.name, "version": info.model.version, "device": info.device}
+            registration = "registration" in info.features
         return JSONResponse(
             {
                 "max_upload_bytes": settings.max_upload_bytes,
                 "allowed_types": list(ALLOWED_TYPES),
                 "result_ttl_s": settings.result_ttl_s,
                 "model": model,
+                "registration": registration,  # the service has a face model to fit
             }
         )
 
@@ -83,11 +93,13 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
     async def reconstruct_photo(request: Request) -> Response:
         started = time.perf_counter()
         photo = await read_photo(request, settings.max_upload_bytes)
+        registration = request.query_params.get("registration") == "1"
         try:
             reply = await request.app.state.client.reconstruct(
                 photo,
                 timeout=settings.timeout_s,
-                mesh_encodings=("glb", "ply", "obj"),
+                mesh_encodings=("glb", "ply", "obj") + (("textured_glb",) if registration else ()),
+                registration=registration,
                 views=settings.views,
                 view_size=settings.view_size,
                 frontal_view=True,
@@ -112,7 +124,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             data,
             media_type=MEDIA_TYPES[kind],
             headers={
-                "Content-Disposition": f'attachment; filename="face.{kind}"',
+                "Content-Disposition": f'attachment; filename="{FILE_NAMES[kind]}"',
                 "Cache-Control": "no-store",
             },
         )

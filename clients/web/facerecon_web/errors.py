@@ -36,13 +36,16 @@ def busy() -> GatewayError:
 
 def from_rpc_error(error: grpc.RpcError) -> GatewayError:
     """INVALID_ARGUMENT -> 400 with the service's message and field violations (no face,
-    undecodable photo, too many pixels); RESOURCE_EXHAUSTED / UNAVAILABLE -> 503 with
-    Retry-After; DEADLINE_EXCEEDED -> 504; anything else -> 502."""
+    undecodable photo, too many pixels); FAILED_PRECONDITION (a feature the service lacks,
+    e.g. the face model) -> 409 with its message; RESOURCE_EXHAUSTED / UNAVAILABLE -> 503
+    with Retry-After; DEADLINE_EXCEEDED -> 504; anything else -> 502."""
     code = error.code()
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return GatewayError(
             400, error.details() or "The photo was refused.", fields=bad_request_fields(error)
         )
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return GatewayError(409, error.details() or "The service cannot do this.")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return busy()
     if code == grpc.StatusCode.UNAVAILABLE:

@@ -6,11 +6,12 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADERS = {
-    # Views arrive as data: URLs; the webcam preview plays a MediaStream (no URL needed).
+    # Views arrive as data: URLs; the webcam preview plays a MediaStream (no URL needed); the
+    # GLB loader fetches a textured mesh's embedded image through a blob: URL.
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
-        "script-src 'self'; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; "
-        "base-uri 'none'"
+        "script-src 'self'; connect-src 'self' blob:; object-src 'none'; "
+        "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",

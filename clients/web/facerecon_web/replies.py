@@ -7,11 +7,12 @@ import base64
 from facerecon.v1 import service_pb2 as pb
 from facerecon.v1 import types_pb2 as types
 
-MESH_KINDS = ("glb", "ply", "obj")
+MESH_KINDS = ("glb", "ply", "obj", "textured_glb")
 
 
 def mesh_files(reply: pb.ReconstructResponse) -> dict[str, bytes]:
-    """{"glb": bytes, "ply": bytes, "obj": bytes}, leaving out encodings not returned."""
+    """{"glb": bytes, "ply": bytes, "obj": bytes, "textured_glb": bytes}, leaving out
+    encodings not returned."""
     return {kind: getattr(reply.mesh, kind) for kind in MESH_KINDS if getattr(reply.mesh, kind)}
 
 
@@ -26,7 +27,8 @@ def view_json(view: types.View) -> dict:
 
 
 def reply_json(reply: pb.ReconstructResponse, result_id: str, files: dict[str, bytes]) -> dict:
-    """What the page needs: pose, timings, views, and where to download each mesh file."""
+    """What the page needs: pose, timings, views, where to download each mesh file, and the
+    fitted face model's figures when there is one."""
     pose = None
     if reply.HasField("pose"):
         pose = {
@@ -41,8 +43,23 @@ def reply_json(reply: pb.ReconstructResponse, result_id: str, files: dict[str, b
         "timings_ms": {k: round(v, 1) for k, v in reply.timings_ms.items()},
         "views": [view_json(v) for v in reply.views],
         "frontal": view_json(reply.frontal_view) if reply.HasField("frontal_view") else None,
+        "registration": registration_json(reply) if reply.HasField("registration") else None,
         "meshes": {
             kind: {"url": f"/api/results/{result_id}/face.{kind}", "bytes": len(data)}
             for kind, data in files.items()
         },
+    }
+
+
+def registration_json(reply: pb.ReconstructResponse) -> dict:
+    r = reply.registration
+    return {
+        "topology": r.topology,
+        "vertices": r.vertex_count,
+        "pose": {
+            "yaw": round(r.pose.yaw_deg, 1),
+            "pitch": round(r.pose.pitch_deg, 1),
+            "roll": round(r.pose.roll_deg, 1),
+        },
+        "fit_error_px": round(r.fit_error, 2),
     }

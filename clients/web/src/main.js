@@ -37,7 +37,8 @@ function checkPhoto(file) {
 function upload(photo) {
   return new Promise((resolve, reject) => {
     const request = new XMLHttpRequest();
-    request.open("POST", "/api/reconstruct");
+    const fit = $("registration").checked && !$("registration-option").hidden;
+    request.open("POST", fit ? "/api/reconstruct?registration=1" : "/api/reconstruct");
     request.setRequestHeader("Content-Type", photo.type);
     request.responseType = "json";
     request.upload.onprogress = (event) => {
@@ -84,7 +85,10 @@ async function reconstruct(photo) {
 }
 
 // The service's stages in pipeline order, then the totals seen by each hop.
-const STAGES = ["decode", "crop", "queue", "network", "mesh", "pose", "render", "encode"];
+const STAGES = [
+  "decode", "crop", "queue", "network", "mesh", "pose", "registration", "texture", "render",
+  "encode",
+];
 const TOTALS = ["total", "gateway_total", "browser"];
 const STAGE_LABELS = {
   total: "service total",
@@ -103,6 +107,7 @@ function showResult(result, totalMs) {
     ? `yaw ${pose.yaw}°, pitch ${pose.pitch}°, roll ${pose.roll}°`
     : "—";
   $("model").textContent = `${result.model.name} ${result.model.version}`;
+  showFitted(result);
   const timings = { ...result.timings_ms, browser: totalMs };
   const stages = Object.keys(timings).sort((a, b) => stageOrder(a) - stageOrder(b));
   $("timings").replaceChildren(
@@ -118,9 +123,10 @@ function showResult(result, totalMs) {
     ...Object.entries(result.meshes).map(([kind, file]) => {
       const link = document.createElement("a");
       link.href = file.url;
-      link.download = `face.${kind}`;
+      const fitted = kind === "textured_glb";
+      link.download = fitted ? "face_fitted.glb" : `face.${kind}`;
       link.className = "button";
-      link.textContent = `${kind.toUpperCase()} (${megabytes(file.bytes)})`;
+      link.textContent = `${fitted ? "FITTED GLB" : kind.toUpperCase()} (${megabytes(file.bytes)})`;
       return link;
     }),
   );
@@ -138,6 +144,28 @@ function showResult(result, totalMs) {
       return figure;
     }),
   );
+}
+
+// The fitted ICT head, when asked for: its figures, and a switch of what the viewer shows.
+function showFitted(result) {
+  const registration = result.registration;
+  $("fitted").hidden = !registration;
+  if (!registration) return;
+  const pose = registration.pose;
+  $("fitted-figures").textContent =
+    `${registration.vertices} vertices (${registration.topology}); yaw ${pose.yaw}°, ` +
+    `pitch ${pose.pitch}°, roll ${pose.roll}°; fit error ${registration.fit_error_px} px`;
+  const choices = [
+    [$("show-raw"), result.meshes.glb.url],
+    [$("show-fitted"), result.meshes.textured_glb.url],
+  ];
+  for (const [button, url] of choices) {
+    button.setAttribute("aria-pressed", String(button === $("show-raw")));
+    button.onclick = async () => {
+      for (const [other] of choices) other.setAttribute("aria-pressed", String(other === button));
+      await viewer.load(url);
+    };
+  }
 }
 
 // Webcam: preview, then one frame as a JPEG, through the same path as a file.
@@ -201,6 +229,7 @@ async function main() {
     config = await (await fetch("/api/config")).json();
     const limit = megabytes(config.max_upload_bytes);
     $("limits").textContent = `JPEG, PNG, WebP or BMP, up to ${limit}.`;
+    $("registration-option").hidden = !config.registration;
     const model = config.model;
     if (model) {
       $("served").textContent = `Model: ${model.name} ${model.version} on ${model.device}.`;
