@@ -86,7 +86,7 @@ def glb(
     """glTF 2.0 binary of one triangle mesh, in the file frame (y up): (V, 3) positions and
     unit normals, (F, 3) vertex indices, and optionally (V, 4) uint8 RGBA colours or (V, 2)
     texture coordinates (v up, as in OBJ) with a PNG texture, embedded as is. Written with
-    pygltflib: 8x faster than trimesh's exporter here, which would also re-encode the PNG."""
+    pygltflib: 4x faster than trimesh's exporter here, which would also re-encode the PNG."""
     arrays = [
         (np.asarray(positions, np.float32), gltf.FLOAT, gltf.VEC3),
         (np.asarray(normals, np.float32), gltf.FLOAT, gltf.VEC3),
