@@ -12,12 +12,12 @@ import trimesh
 from gltf_validator import needs_validator, validation_report
 from PIL import Image
 
+from facerecon.export import to_png
 from facerecon.face_model import load_face_model
 from facerecon.pose import Pose, rotation_matrix
 from facerecon.registration import Registration
 from facerecon.texture import (
     _uv_raster,
-    atlas_png,
     bake_texture,
     to_textured_glb,
     to_textured_obj,
@@ -120,7 +120,7 @@ def test_every_used_texel_is_filled(model, texture):
 
 
 def test_textured_obj_files(registration, texture):
-    files = to_textured_obj(registration, atlas_png(texture), name="head")
+    files = to_textured_obj(registration, to_png(texture), name="head")
     assert set(files) == {"head.obj", "head.mtl", "head.png"}
     obj = files["head.obj"].decode()
     assert obj.count("\nv ") == len(registration.vertices)
@@ -134,7 +134,7 @@ def test_textured_obj_files(registration, texture):
 def test_textured_glb(registration, texture):
     """Read back by another library (trimesh): the same triangles, each corner with its
     vertex's position and texture coordinate, and the atlas pixel for pixel."""
-    png = atlas_png(texture)
+    png = to_png(texture)
     scene = trimesh.load(io.BytesIO(to_textured_glb(registration, png)), file_type="glb")
     (mesh,) = scene.geometry.values()
     assert len(mesh.faces) == len(registration.triangles)
@@ -155,7 +155,7 @@ def test_textured_glb(registration, texture):
 
 @needs_validator
 def test_textured_glb_passes_the_khronos_validator(registration, texture, tmp_path):
-    issues = validation_report(to_textured_glb(registration, atlas_png(texture)), tmp_path)
+    issues = validation_report(to_textured_glb(registration, to_png(texture)), tmp_path)
     assert issues["numErrors"] == issues["numWarnings"] == 0, issues["messages"]
 
 

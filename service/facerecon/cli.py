@@ -109,9 +109,10 @@ def save_registration(
     """STEM_registered.glb and .obj/.mtl/.png (textured) and STEM_registration.json."""
     import json
 
-    from facerecon.texture import atlas_png, to_textured_glb, to_textured_obj
+    from facerecon.export import to_png
+    from facerecon.texture import to_textured_glb, to_textured_obj
 
-    name, png = f"{stem}_registered", atlas_png(texture)
+    name, png = f"{stem}_registered", to_png(texture)
     (out / f"{name}.glb").write_bytes(to_textured_glb(registration, png))
     for file, data in to_textured_obj(registration, png, name=name).items():
         (out / file).write_bytes(data)

@@ -152,7 +152,7 @@ def build_response(result: Reconstruction, parsed: ParsedRequest) -> pb.Reconstr
     if types.MESH_ENCODING_OBJ in parsed.encodings:
         out.obj = export.to_obj(mesh)
     if result.registration is not None:
-        registration, png = result.registration, texture.atlas_png(result.texture)
+        registration, png = result.registration, export.to_png(result.texture)  # once
         if types.MESH_ENCODING_TEXTURED_GLB in parsed.encodings:
             out.textured_glb = texture.to_textured_glb(registration, png)
         if types.MESH_ENCODING_TEXTURED_OBJ in parsed.encodings:
