@@ -17,6 +17,7 @@ from facerecon.face_model import load_face_model
 from facerecon.pose import Pose, rotation_matrix
 from facerecon.registration import Registration
 from facerecon.texture import (
+    _bilinear,
     _uv_raster,
     bake_texture,
     to_textured_glb,
@@ -157,6 +158,19 @@ def test_textured_glb(registration, texture):
 def test_textured_glb_passes_the_khronos_validator(registration, texture, tmp_path):
     issues = validation_report(to_textured_glb(registration, to_png(texture)), tmp_path)
     assert issues["numErrors"] == issues["numWarnings"] == 0, issues["messages"]
+
+
+def test_photos_wider_than_opencv_takes_are_sampled_exactly():
+    """cv2.remap refuses images 32,767 pixels or more a side: a panorama is sampled tile by
+    tile, with the same bilinear weights across tile edges and clamping at the photo's."""
+    width = 40_000
+    photo = np.zeros((40, width, 3), np.uint8)
+    photo[..., 0] = (np.arange(width) % 256)[None]
+    photo[..., 1] = np.arange(40)[:, None] * 5
+    xy = np.array([[35_000, 10], [16_383.5, 2], [16_384, 2.5], [-5, 50], [45_000, 3]], np.float32)
+    red, green = _bilinear(photo, xy)[:, :2].T.tolist()
+    assert red == [35_000 % 256, 128, 0, 0, (width - 1) % 256]
+    assert green == [50, 10, 12, 195, 15]
 
 
 def test_bad_photo_is_refused(registration, model):

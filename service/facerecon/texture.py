@@ -161,9 +161,23 @@ def _visibility(registration: Registration) -> Callable[[np.ndarray], np.ndarray
 
 
 def _bilinear(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Colours (N, 3) uint8 of a uint8 image at (N, 2) pixel positions, edges clamped (by
-    OpenCV's remap: 5x faster than numpy's gathers)."""
-    rows = max(1, -(-len(xy) // _REMAP_WIDTH))  # remap's maps are limited to 32767 per side
+    """Colours (N, C) uint8 of a uint8 image at (N, 2) pixel positions, edges clamped (by
+    OpenCV's remap: 5x faster than numpy's gathers). Remap takes images under 32,767 pixels
+    a side, so a larger one (a panorama) is sampled tile by tile."""
+    if max(image.shape[:2]) < _REMAP_LIMIT:
+        return _remap(image, xy)
+    out = np.empty((len(xy), image.shape[2]), image.dtype)
+    tile = _REMAP_LIMIT // 2  # each tile with its right and bottom neighbours' first pixel
+    cells = (np.clip(xy, 0, None) // tile).astype(np.intp)
+    for cell in np.unique(cells, axis=0):
+        here = (cells == cell).all(1)
+        (x0, y0), (x1, y1) = cell * tile, (cell + 1) * tile + 1
+        out[here] = _remap(image[y0 : y1 + 1, x0 : x1 + 1], xy[here] - (x0, y0))
+    return out
+
+
+def _remap(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    rows = max(1, -(-len(xy) // _REMAP_WIDTH))  # maps are limited to 32,767 a side too
     maps = np.zeros((2, rows * _REMAP_WIDTH), np.float32)
     maps[:, : len(xy)] = xy.T
     sampled = cv2.remap(
@@ -176,6 +190,7 @@ def _bilinear(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return sampled.reshape(-1, image.shape[2])[: len(xy)]
 
 
+_REMAP_LIMIT = 32767  # OpenCV's SHRT_MAX: remap's largest image and map side
 _REMAP_WIDTH = 1024
 
 
