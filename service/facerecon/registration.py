@@ -512,8 +512,9 @@ class _Fit:
             model, None
         )
         # L2 weights of the rotation vector, log scale (towards the framing) and translation
-        self.similarity_prior = torch.tensor([1e-6] * 3 + [settings.scale_prior] + [1e-6] * 3)
-        self.similarity_prior = self.similarity_prior.double()
+        self.similarity_prior = torch.tensor(
+            [1e-6] * 3 + [settings.scale_prior] + [1e-6] * 3, dtype=torch.float64
+        )
         identities = model.identity_basis.shape[0]
         self.prior = torch.cat([
             torch.full((identities,), settings.identity_prior),

@@ -31,8 +31,7 @@ CHIP_LAYOUTS = {  # ChipLayout value -> facerecon.chips layout name
 }
 CHIP_ENUMS = {name: value for value, name in CHIP_LAYOUTS.items()}
 TEXTURED = frozenset({types.MESH_ENCODING_TEXTURED_GLB, types.MESH_ENCODING_TEXTURED_OBJ})
-# facerecon.face_model.HEAD_REGIONS of the ICT topology, then one vertex closing each eye and
-# the mouth (their fans follow the ICT triangles)
+# the proto's registration regions by ReconstructOptions.registration_region's names
 REGISTRATION_REGIONS = {
     types.REGISTRATION_REGION_UNSPECIFIED: "head",
     types.REGISTRATION_REGION_HEAD: "head",
