@@ -18,8 +18,9 @@ from grpc_reflection.v1alpha import reflection
 
 from facerecon.reconstructor import Reconstructor, WeightsNotFound
 from facerecon.server.auth import BearerTokenInterceptor
-from facerecon.server.batcher import DynamicBatcher
+from facerecon.server.batcher import DynamicBatcher, _joined
 from facerecon.server.config import ServerConfig
+from facerecon.server.memory import memory_budget, rss_bytes
 from facerecon.server.metrics import ServerMetrics
 from facerecon.server.observe import ObservingInterceptor
 from facerecon.server.service import Engine, FaceReconService
@@ -44,16 +45,19 @@ class FaceReconServer:
         self.metrics = ServerMetrics()
         self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="facerecon-cpu")
         self.service = FaceReconService(config, self.metrics, self.pool)
-        self.health = health.aio.HealthServicer()
+        self.health = DrainingHealth()
         self.metrics_port: int | None = None
+        self.memory_budget: dict[str, object] = {}
         self._reconstructor = reconstructor
         self._batcher: DynamicBatcher | None = None
         self._loading: asyncio.Task | None = None
         self._stopped = asyncio.Event()
 
-        interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(self.metrics)]
-        tokens = config.tokens()
-        if tokens:
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            ObservingInterceptor(self.metrics, config.max_receive_message_bytes)
+        ]
+        tokens = config.tokens()  # ValueError when a token source is set but holds none
+        if config.auth_configured():
             interceptors.append(BearerTokenInterceptor(tokens, self.metrics))
         self.grpc = grpc.aio.server(
             interceptors=interceptors,
@@ -145,6 +149,9 @@ class FaceReconServer:
             incoming=lambda: self.service.preparing,
         )
         self._batcher.start()
+        budget, source = memory_budget(c.memory_budget_mb, c.memory_fraction, rss_bytes())
+        self.service.admission.budget = budget
+        self.memory_budget = {"memory_budget_mb": budget >> 20, "memory_budget_from": source}
         self.service.engine = Engine(rec, self._batcher)
         self.metrics.model_ready.set(1)
         for name in ("", SERVICE_NAME):
@@ -158,32 +165,82 @@ class FaceReconServer:
                     "version": info.version,
                     "device": info.device,
                     "registration": rec.face_model is not None,
+                    **self.memory_budget,
                 }
             },
         )
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Refuse new calls, let in-flight ones finish within `grace` seconds, release all."""
+    async def stop(self, grace: float | None = None) -> bool:
+        """Drain and stop within `grace` seconds (default: --grace-period-s).
+
+        Health turns NOT_SERVING at once and new API calls are refused (UNAVAILABLE), while the
+        port stays open, so that polling probes see NOT_SERVING, for --drain-notice-s and
+        until the requests in progress are done (whichever is later, within the grace). Then
+        health watches and idle streams end, the port closes, calls still running get what is
+        left of the grace, and the CPU threads are given back. True when everything stopped in
+        time; False when CPU work was still running as the grace ran out (the caller should
+        then exit the process without waiting for it)."""
         grace = self.config.grace_period_s if grace is None else grace
-        await self.health.enter_graceful_shutdown()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
+        margin = min(1.0, 0.1 * grace)  # for stopping the batcher, the pool and /metrics
         self.service.draining = True
         self.metrics.model_ready.set(0)
-        await self.grpc.stop(grace)
+        await self.health.enter_graceful_shutdown()
+        notice_end = loop.time() + min(self.config.drain_notice_s, 0.5 * grace)
+        while loop.time() < end - margin and (
+            loop.time() < notice_end or self.service.admission.count > 0
+        ):
+            await asyncio.sleep(0.02)
+        self.health.end_watches()
+        self.service.end_streams()
+        await self.grpc.stop(max(0.0, end - margin - loop.time()))
         if self.health_grpc is not None:
             await self.health_grpc.stop(0)
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
+        stopped = True
         if self._batcher is not None:
-            await self._batcher.stop()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+            stopped = await self._batcher.stop(max(0.0, end - loop.time()))
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        stopped = await _joined(self.pool, max(0.0, end - loop.time())) and stopped
         self.metrics.close()
         self._stopped.set()
+        if not stopped:
+            log.warning("the grace period ended with CPU work still running; it is abandoned")
+        return stopped
 
     async def wait_for_termination(self) -> None:
         """Until `stop()` finishes, or the model failed to load."""
         await self._stopped.wait()
         if self._loading is not None and self._loading.done() and self._loading.exception():
             raise self._loading.exception()
+
+
+class DrainingHealth(health.aio.HealthServicer):
+    """grpc.health.v1 whose Watch streams end when the server drains (`end_watches`), so that
+    an open watch cannot hold the process for the whole grace period. Watchers get
+    NOT_SERVING first (enter_graceful_shutdown), then the end of the stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watches: set[asyncio.Task] = set()
+
+    async def Watch(self, request, context) -> None:
+        watch = asyncio.ensure_future(super().Watch(request, context))
+        self._watches.add(watch)
+        try:
+            await watch
+        except asyncio.CancelledError:
+            if not watch.cancelled() or not self._gracefully_shutting_down:
+                raise  # the client went away (or the call was cancelled): not ours to end
+        finally:
+            self._watches.discard(watch)
+            watch.cancel()
+
+    def end_watches(self) -> None:
+        for watch in list(self._watches):
+            watch.cancel()
 
 
 def create_server(

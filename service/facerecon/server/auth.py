@@ -1,8 +1,10 @@
 """Bearer-token check: metadata `authorization: Bearer <token>` on every call.
 
-Missing or malformed header -> UNAUTHENTICATED; a token that is not one of ours ->
-PERMISSION_DENIED. The health service stays open so that load balancers and kubelet probes,
-which carry no secrets, can check the server; it reveals only SERVING / NOT_SERVING.
+Missing, malformed or repeated header -> UNAUTHENTICATED (with two `authorization` headers
+neither is trusted: proxies and libraries disagree on which one counts); a token that is not
+one of ours -> PERMISSION_DENIED. The health service stays open so that load balancers and
+kubelet probes, which carry no secrets, can check the server; it reveals only SERVING /
+NOT_SERVING.
 Reflection needs a token like the API does (`grpcurl -H 'authorization: Bearer ...'`).
 """
 
@@ -37,7 +39,20 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         if details.method.startswith(OPEN_PREFIXES):
             return await continuation(details)
-        header = dict(details.invocation_metadata or ()).get("authorization", "")
+        headers = [
+            value for key, value in details.invocation_metadata or () if key == "authorization"
+        ]
+        if len(headers) > 1:
+            self.metrics.rejected.labels("unauthenticated").inc()
+            return await _refuse(
+                continuation,
+                details,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "more than one 'authorization' header: send exactly one",
+            )
+        header = headers[0] if headers else ""
+        if isinstance(header, bytes):
+            header = header.decode("latin-1")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             self.metrics.rejected.labels("unauthenticated").inc()

@@ -9,6 +9,11 @@ Batches run one at a time in a dedicated thread: the network is the bottleneck a
 forward pass at a time keeps its latency predictable while the event loop and the CPU pool
 prepare the next batch. Items whose caller has gone (cancelled, deadline passed) are dropped
 before the forward pass.
+
+The queue itself is not bounded here: admission control bounds the requests in flight, and an
+item stays charged to its request (`release` is called only once the batcher has let go of
+it) until it has been dropped or has gone through the network, so a cancelled caller's item
+never lets a new request in while it still sits in the queue.
 """
 
 from __future__ import annotations
@@ -41,24 +46,34 @@ class DynamicBatcher(Generic[In, Out]):
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.metrics = metrics
-        # Admission control bounds the items in flight, so this never fills up.
-        self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]] = asyncio.Queue(capacity)
+        self.capacity = capacity  # admission's limit: what the queue holds at most, live
+        self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out], Callable[[], None]]] = (
+            asyncio.Queue()
+        )
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="facerecon-network")
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float | None = None) -> bool:
+        """Stop batching; wait up to `timeout` seconds (None: for ever) for a forward pass
+        in progress. True when the network thread has stopped."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._thread.shutdown(wait=True)
+        while not self._queue.empty():
+            _, future, release = self._queue.get_nowait()
+            future.cancel()
+            release()
+        self._thread.shutdown(wait=False, cancel_futures=True)
+        return await _joined(self._thread, timeout)
 
-    async def submit(self, item: In) -> Out:
-        """The prediction for `item`, computed in some batch."""
+    async def submit(self, item: In, release: Callable[[], None] = lambda: None) -> Out:
+        """The prediction for `item`, computed in some batch. `release` is called once the
+        batcher has let go of the item (after its forward pass, or when dropped)."""
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((item, future))
+        self._queue.put_nowait((item, future, release))
         self.metrics.queue_depth.set(self._queue.qsize())
         return await future  # cancelling this cancels the future: the batcher skips it
 
@@ -66,22 +81,31 @@ class DynamicBatcher(Generic[In, Out]):
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
-            closes = loop.time() + self.max_wait_s
-            while len(batch) < self.max_batch_size:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
-                remaining = closes - loop.time()
-                if remaining <= 0 or not self.incoming():
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
-            self.metrics.queue_depth.set(self._queue.qsize())
-            live = [(item, future) for item, future in batch if not future.done()]
-            if live:
-                await self._forward(live)
+            try:
+                closes = loop.time() + self.max_wait_s
+                while len(batch) < self.max_batch_size:
+                    if not self._queue.empty():
+                        batch.append(self._queue.get_nowait())
+                        continue
+                    remaining = closes - loop.time()
+                    if remaining <= 0 or not self.incoming():
+                        break
+                    try:
+                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    except TimeoutError:
+                        break
+                self.metrics.queue_depth.set(self._queue.qsize())
+                live = []
+                for item, future, release in batch:
+                    if future.done():  # its caller has gone: drop it now
+                        release()
+                    else:
+                        live.append((item, future))
+                if live:
+                    await self._forward(live)
+            finally:
+                for _, _, release in batch:
+                    release()  # idempotent: the request's data is no longer held here
 
     async def _forward(self, live: list[tuple[In, asyncio.Future[Out]]]) -> None:
         self.metrics.batch_size.observe(len(live))
@@ -98,3 +122,16 @@ class DynamicBatcher(Generic[In, Out]):
                 future.set_exception(output)
             else:
                 future.set_result(output)
+
+
+async def _joined(pool: ThreadPoolExecutor, timeout: float | None) -> bool:
+    """Whether `pool`'s threads (already told to shut down) end within `timeout` seconds."""
+    threads = list(getattr(pool, "_threads", ()))
+    loop = asyncio.get_running_loop()
+    end = None if timeout is None else loop.time() + timeout
+    for thread in threads:
+        left = None if end is None else max(0.0, end - loop.time())
+        await asyncio.to_thread(thread.join, left)
+        if thread.is_alive():
+            return False
+    return True

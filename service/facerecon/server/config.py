@@ -29,7 +29,12 @@ class ServerConfig:
         None, "checkpoint (default: $FACERECON_WEIGHTS or weights/facerecon.pt)"
     )
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
-    detector: Path | None = option(None, "face detector model file (ONNX)")
+    detector: str | None = option(
+        "default",
+        "face detector for photos sent without a face box: 'default' (the shipped YuNet, "
+        "weights/yunet_n_dynamic.onnx), a YuNet or SCRFD .onnx file, or 'none' to take each "
+        "photo whole as the face crop",
+    )
     threads: int | None = option(None, "torch CPU threads (default: torch's choice)")
     # the variable is face_model.py's own: the server and the CLI find the same model
     face_model: Path | None = option(
@@ -43,6 +48,15 @@ class ServerConfig:
     # (~1-3 MB each) fit in 128 MiB; clients asking for less get far smaller replies.
     max_send_message_bytes: int = option(128 * MiB, "largest response")
     max_inflight: int = option(32, "requests in progress at once; beyond it RESOURCE_EXHAUSTED")
+    memory_budget_mb: int | None = option(
+        None,
+        "memory the requests in progress may take together, by each one's estimated cost; "
+        "beyond it RESOURCE_EXHAUSTED (default: --memory-fraction of the container's memory "
+        "limit, or of the machine's memory, less what the loaded model takes)",
+    )
+    memory_fraction: float = option(
+        0.8, "share of the memory limit the process may reach when the budget is derived"
+    )
     max_stream_inflight: int = option(8, "requests of one stream in progress at once")
     max_batch_size: int = option(8, "faces per forward pass")
     # Small on purpose: on a CPU a lone request should not wait for company.
@@ -53,7 +67,9 @@ class ServerConfig:
     metrics_port: int | None = option(
         9464, "Prometheus /metrics port (0 picks one; empty disables)"
     )
-    metrics_address: str = option("0.0.0.0", "Prometheus /metrics bind address")
+    metrics_address: str = option(
+        "127.0.0.1", "Prometheus /metrics bind address (0.0.0.0 or [::] to be scraped from outside)"
+    )
     # Kubelet's gRPC probes speak plaintext only; with TLS on, they need a port of their own.
     health_port: int | None = option(
         None, "plaintext port serving only grpc.health.v1, for probes (0 picks one; empty: none)"
@@ -67,7 +83,14 @@ class ServerConfig:
         None, "comma-separated bearer tokens clients must send (prefer --auth-tokens-file)"
     )
     auth_tokens_file: Path | None = option(None, "file of bearer tokens, one per line")
-    grace_period_s: float = option(20.0, "on SIGTERM, how long in-flight calls may finish")
+    grace_period_s: float = option(
+        20.0, "on SIGTERM, how long in-flight calls may finish; the process exits within it"
+    )
+    drain_notice_s: float = option(
+        2.0,
+        "on SIGTERM, health answers NOT_SERVING at least this long (within the grace period) "
+        "before the port closes, so that polling probes see it",
+    )
     warmup: bool = option(True, "run one forward pass before reporting SERVING")
     log_level: str = option("INFO", "DEBUG, INFO, WARNING or ERROR")
 
@@ -79,15 +102,45 @@ class ServerConfig:
         for name in ("max_inflight", "max_stream_inflight", "max_batch_size", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.batch_max_wait_ms < 0 or self.grace_period_s < 0:
-            raise ValueError("batch_max_wait_ms and grace_period_s must not be negative")
+        if self.batch_max_wait_ms < 0 or self.grace_period_s < 0 or self.drain_notice_s < 0:
+            raise ValueError(
+                "batch_max_wait_ms, grace_period_s and drain_notice_s must not be negative"
+            )
+        if self.memory_budget_mb is not None and self.memory_budget_mb < 1:
+            raise ValueError("memory_budget_mb must be at least 1")
+        if not 0 < self.memory_fraction <= 1:
+            raise ValueError("memory_fraction must be in (0, 1]")
+        if self.auth_tokens is not None and not _split_tokens(self.auth_tokens.split(",")):
+            raise ValueError(
+                "--auth-tokens / $FACERECON_AUTH_TOKENS is set but holds no token: refusing to "
+                "start without authentication (unset it to run without tokens)"
+            )
+
+    def auth_configured(self) -> bool:
+        """Whether a token source is set: the server then never runs without a token check."""
+        return self.auth_tokens is not None or self.auth_tokens_file is not None
 
     def tokens(self) -> frozenset[str]:
-        """Bearer tokens accepted (empty: no token check)."""
-        found = [t for t in (self.auth_tokens or "").split(",")]
+        """Bearer tokens accepted (empty: no token source is set, no token check).
+
+        ValueError when a token source is set but holds no token (an empty or blank file, an
+        empty Kubernetes Secret, "," or " "): a server configured with authentication never
+        runs without it."""
+        found = (self.auth_tokens or "").split(",")
         if self.auth_tokens_file is not None:
-            found += self.auth_tokens_file.read_text().splitlines()
-        return frozenset(t.strip() for t in found if t.strip())
+            try:
+                found += self.auth_tokens_file.read_text().splitlines()
+            except (OSError, UnicodeDecodeError) as error:
+                raise ValueError(
+                    f"cannot read --auth-tokens-file {self.auth_tokens_file}: {error}"
+                ) from None
+        tokens = _split_tokens(found)
+        if self.auth_configured() and not tokens:
+            raise ValueError(
+                "the bearer-token source (--auth-tokens / --auth-tokens-file) holds no token: "
+                "refusing to start without authentication"
+            )
+        return tokens
 
     @classmethod
     def from_args(
@@ -101,7 +154,7 @@ class ServerConfig:
         hints = get_type_hints(cls)
         for f in fields(cls):
             env = f"FACERECON_{f.name.upper()}"
-            parse = _parser_for(hints[f.name])
+            parse = _parser_for(hints[f.name], keep_empty=f.name in KEEP_EMPTY)
             default = f.default
             if env in environ:
                 try:
@@ -127,8 +180,18 @@ class ServerConfig:
         return cls(**vars(parser.parse_args(argv)))
 
 
-def _parser_for(hint: object):
-    """A str -> value converter for a field's type; '' means None for optional fields."""
+def _split_tokens(values: Sequence[str]) -> frozenset[str]:
+    return frozenset(t.strip() for t in values if t.strip())
+
+
+# Settings where an empty value is a value, not "unset": an empty token list set on purpose
+# (an empty Secret, a template gone wrong) must stop the server, not switch authentication off.
+KEEP_EMPTY = frozenset({"auth_tokens", "auth_tokens_file"})
+
+
+def _parser_for(hint: object, keep_empty: bool = False):
+    """A str -> value converter for a field's type; '' means None for optional fields (except
+    those in KEEP_EMPTY)."""
     optional = hint in (Path | None, int | None, str | None)
     base = {Path | None: Path, int | None: int, str | None: str}.get(hint, hint)
     if base is bool:
@@ -136,6 +199,10 @@ def _parser_for(hint: object):
 
     def parse(text: str):
         if optional and text.strip() == "":
+            if keep_empty and base is str:
+                return text
+            if keep_empty:  # an empty path: no file to read, which is refused
+                raise argparse.ArgumentTypeError("an empty path is set")
             return None
         return base(text)
 

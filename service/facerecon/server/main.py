@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -20,8 +21,9 @@ from facerecon.server.logs import configure_logging
 log = logging.getLogger(__name__)
 
 
-async def serve(config: ServerConfig) -> None:
-    """Serve until SIGTERM/SIGINT, then shut down gracefully."""
+async def serve(config: ServerConfig) -> bool:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully. False when the grace period ran
+    out with CPU work still running (the process should exit without waiting for it)."""
     server, port = create_server(config)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task] = []
@@ -51,7 +53,7 @@ async def serve(config: ServerConfig) -> None:
                 "health_port": server.health_port,
                 "tls": config.tls_cert is not None,
                 "mutual_tls": config.tls_client_ca is not None,
-                "auth": bool(config.tokens()),
+                "auth": config.auth_configured(),
             }
         },
     )
@@ -59,20 +61,27 @@ async def serve(config: ServerConfig) -> None:
         await server.wait_for_termination()
     finally:
         if not stopping:
-            await server.stop(0)
+            stopped = await server.stop(0)
         else:
-            await stopping[0]
+            stopped = await stopping[0]
+    return stopped
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status."""
     config = ServerConfig.from_args(argv)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, capture_stderr=True)
     try:
-        asyncio.run(serve(config))
+        stopped = asyncio.run(serve(config))
     except WeightsNotFound as error:
         log.error("no model weights", extra={"fields": {"error": str(error)}})
         return 2
+    except ValueError as error:  # settings that cannot work (tokens, TLS files): say which
+        log.error("cannot start", extra={"fields": {"error": str(error)}})
+        return 2
+    if not stopped:  # CPU work still running past the grace period: do not wait for it
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

@@ -23,8 +23,14 @@ facerecon families:
 - facerecon_inflight_requests        gauge      requests being processed, all calls
 - facerecon_rejected_requests_total{reason}
                                      counter    requests refused before any work; reason =
-                                                inflight_limit, not_ready, shutting_down,
-                                                unauthenticated, permission_denied
+                                                inflight_limit, memory_budget (the budget is
+                                                taken), request_over_budget (one request over
+                                                the whole budget), not_ready, shutting_down,
+                                                unauthenticated, permission_denied,
+                                                malformed (undecodable message),
+                                                message_too_large, unknown_method
+- facerecon_memory_budget_bytes      gauge      memory requests in progress may take together
+- facerecon_memory_reserved_bytes    gauge      estimated memory of the requests in progress
 - facerecon_model_info{variant,version,sha256,device}
                                      gauge      always 1: the model being served
 - facerecon_model_ready              gauge      1 while the model is loaded, warm and serving
@@ -103,6 +109,16 @@ class ServerMetrics:
             ("reason",),
             registry=registry,
         )
+        self.memory_budget = Gauge(
+            "facerecon_memory_budget_bytes",
+            "Memory the requests in progress may take together (estimated per request).",
+            registry=registry,
+        )
+        self.memory_reserved = Gauge(
+            "facerecon_memory_reserved_bytes",
+            "Estimated memory of the requests in progress.",
+            registry=registry,
+        )
         self.model_info = Gauge(
             "facerecon_model_info",
             "The model being served (always 1).",
@@ -123,7 +139,7 @@ class ServerMetrics:
         """Export CUDA memory of `device` at every scrape (call once, only on CUDA)."""
         self.registry.register(_GpuMemoryCollector(device))
 
-    def serve_http(self, port: int, address: str = "0.0.0.0") -> int:
+    def serve_http(self, port: int, address: str = "127.0.0.1") -> int:
         """Start /metrics in a daemon thread; returns the bound port."""
         self._http, _thread = start_http_server(port, addr=address, registry=self.registry)
         return self._http.server_port

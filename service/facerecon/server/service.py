@@ -1,9 +1,10 @@
 """FaceReconService: the request pipeline behind Reconstruct, ReconstructStream, GetModelInfo.
 
-One request: admission (a slot, or RESOURCE_EXHAUSTED) -> parse -> prepare (decode, crop;
-CPU pool) -> network (dynamic batcher) -> finish (mesh, pose, views; CPU pool) -> encode
-(mesh files, view images; CPU pool). Before every stage the call is checked: work for a
-client that has gone or whose deadline has passed is dropped.
+One request: parse -> admission (a slot charged with the request's estimated memory, or
+RESOURCE_EXHAUSTED) -> prepare (decode, crop; CPU pool) -> network (dynamic batcher) ->
+finish (mesh, pose, views; CPU pool) -> encode (mesh files, view images; CPU pool). Before
+every stage the call is checked: work for a client that has gone or whose deadline has passed
+is dropped.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from facerecon.server import convert
 from facerecon.server.admission import Admission, Slot
 from facerecon.server.batcher import DynamicBatcher
 from facerecon.server.config import ServerConfig
+from facerecon.server.cost import request_cost
 from facerecon.server.metrics import ServerMetrics
 from facerecon.server.status import RpcFailure, abort, bad_request, failure
 from facerecon.v1 import service_pb2 as pb
@@ -56,25 +58,24 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
         self.config = config
         self.metrics = metrics
         self.pool = pool
-        self.admission = Admission(config.max_inflight, metrics)
+        # the budget is set again once the model is loaded (app.py: from the memory left)
+        self.admission = Admission(config.max_inflight, 1 << 62, metrics)
         self.engine: Engine | None = None  # set once the model is loaded and warm
         self.draining = False  # set on shutdown: new requests are refused
         self.preparing = 0  # requests being decoded and cropped
+        self._readers: set[asyncio.Task] = set()  # each open stream's request reader
 
     async def Reconstruct(
         self, request: pb.ReconstructRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReconstructResponse:
         try:
             engine = self._ready()
-            slot = await self.admission.try_enter()
-            if slot is None:
-                raise failure(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"server busy: {self.config.max_inflight} requests in progress; "
-                    "retry with backoff",
-                )
+            parsed, cost = self._parse(engine, request, request.request_id)
+            slot = self.admission.try_enter(cost)
+            if isinstance(slot, str):
+                raise failure(grpc.StatusCode.RESOURCE_EXHAUSTED, slot)
             try:
-                return await self._reconstruct(engine, request, request.request_id, slot, context)
+                return await self._reconstruct(engine, parsed, slot, context)
             finally:
                 slot.close()
         except RpcFailure as error:
@@ -93,9 +94,10 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
         replies: asyncio.Queue[pb.ReconstructStreamResponse | None] = asyncio.Queue()
         tasks: set[asyncio.Task] = set()
 
-        async def answer(item: pb.ReconstructRequest, request_id: str, slot: Slot) -> None:
+        async def answer(parsed: convert.ParsedRequest, slot: Slot) -> None:
+            request_id = parsed.request_id
             try:
-                response = await self._reconstruct(engine, item, request_id, slot, context)
+                response = await self._reconstruct(engine, parsed, slot, context)
                 reply = pb.ReconstructStreamResponse(request_id=request_id, response=response)
             except RpcFailure as error:
                 reply = pb.ReconstructStreamResponse(request_id=request_id, error=error.status)
@@ -106,36 +108,76 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
         async def read_all() -> None:
             # The next request is read only once this stream has a free window place (given
             # back when a reply has been sent), and it starts once the server has a free slot:
-            # the backlog stays in the client and the transport, never here.
+            # the backlog stays in the client and the transport, never here. When the server
+            # drains (end_streams), reading stops and the requests in progress are answered.
             index = 0
             incoming = aiter(requests)
+            held = 0  # window places taken by this loop that no request has used
             try:
-                while True:
-                    await window.acquire()
-                    message = await anext(incoming, None)
-                    if message is None:
-                        break
-                    slot = await self.admission.enter()
-                    request_id = message.request.request_id or str(index)
-                    index += 1
-                    task = asyncio.create_task(answer(message.request, request_id, slot))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                for _ in range(self.config.max_stream_inflight - 1):  # until all are answered
+                try:
+                    while True:
+                        await window.acquire()
+                        held = 1
+                        message = await anext(incoming, None)
+                        if message is None:
+                            break
+                        request_id = message.request.request_id or str(index)
+                        index += 1
+                        try:
+                            if self.draining:
+                                self._ready()  # refused in-band: the server is shutting down
+                            parsed, cost = self._parse(engine, message.request, request_id)
+                        except RpcFailure as error:  # refused before any work: answered now
+                            held = 0
+                            replies.put_nowait(
+                                pb.ReconstructStreamResponse(
+                                    request_id=request_id, error=error.status
+                                )
+                            )
+                            continue
+                        try:
+                            slot = await self.admission.enter(cost)
+                        except asyncio.CancelledError:
+                            if not self.draining:
+                                raise
+                            held = 0
+                            status = failure(
+                                grpc.StatusCode.UNAVAILABLE, "server is shutting down"
+                            ).status
+                            replies.put_nowait(
+                                pb.ReconstructStreamResponse(request_id=request_id, error=status)
+                            )
+                            raise
+                        held = 0
+                        task = asyncio.create_task(answer(parsed, slot))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                except asyncio.CancelledError:
+                    if not self.draining:
+                        raise
+                # until every request read is answered
+                for _ in range(self.config.max_stream_inflight - held):
                     await window.acquire()
             finally:
                 replies.put_nowait(None)
 
         reader = asyncio.create_task(read_all())
+        self._readers.add(reader)
         try:
             while (reply := await replies.get()) is not None:
                 yield reply
                 window.release()
             await reader  # re-raises a transport error from reading
         finally:
+            self._readers.discard(reader)
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
+
+    def end_streams(self) -> None:
+        """Draining: streams stop reading requests; those in progress are still answered."""
+        for reader in list(self._readers):
+            reader.cancel()
 
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
@@ -184,6 +226,7 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
                 max_views=MAX_VIEWS,
                 min_view_size=VIEW_SIZES[0],
                 max_view_size=VIEW_SIZES[1],
+                memory_budget_bytes=self.admission.budget,
             ),
             features=features,
         )
@@ -197,6 +240,23 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
             raise failure(grpc.StatusCode.UNAVAILABLE, "model is loading; retry shortly")
         return self.engine
 
+    def _parse(
+        self, engine: Engine, request: pb.ReconstructRequest, request_id: str
+    ) -> tuple[convert.ParsedRequest, int]:
+        """The request checked (before any work is queued) and its estimated memory cost."""
+        try:
+            parsed = convert.parse_request(request, request_id)
+            engine.reconstructor.check_available(parsed.options)
+        except InputError as error:
+            raise bad_request(error) from None
+        except FeatureUnavailable as error:  # the server lacks it: the message says how to add it
+            raise failure(grpc.StatusCode.FAILED_PRECONDITION, str(error)) from None
+        cost = request_cost(parsed, engine.reconstructor.max_pixels)
+        refusal = self.admission.over_budget(cost)
+        if refusal is not None:
+            raise failure(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+        return parsed, cost
+
     async def _reference_pose(
         self, engine: Engine, data: bytes, slot: Slot, context: grpc.aio.ServicerContext
     ) -> Pose:
@@ -206,7 +266,7 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
         try:
             face = await slot.run(self.pool, rec.prepare, data)
             _check_alive(context)
-            volume = await engine.batcher.submit(face)
+            volume = await engine.batcher.submit(face, slot.hold())
             _check_alive(context)
             result = await slot.run(self.pool, rec.finish, face, volume, POSE_ONLY)
         except InputError as error:
@@ -218,16 +278,14 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
     async def _reconstruct(
         self,
         engine: Engine,
-        request: pb.ReconstructRequest,
-        request_id: str,
+        parsed: convert.ParsedRequest,
         slot: Slot,
         context: grpc.aio.ServicerContext,
     ) -> pb.ReconstructResponse:
         start = time.perf_counter()
         rec = engine.reconstructor
+        request_id = parsed.request_id
         try:
-            parsed = convert.parse_request(request, request_id)
-            rec.check_available(parsed.options)  # refused before any work is queued
             _check_alive(context)
             self.preparing += 1  # on its way to the batcher, which may wait for it
             try:
@@ -238,7 +296,7 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
                 self.preparing -= 1
             _check_alive(context)
             queued = time.perf_counter()
-            volume = await engine.batcher.submit(face)
+            volume = await engine.batcher.submit(face, slot.hold())
             waited_ms = (time.perf_counter() - queued) * 1000.0
             face.timings_ms["queue"] = max(0.0, waited_ms - face.timings_ms.get("network", 0.0))
             _check_alive(context)

@@ -26,7 +26,7 @@ from facerecon.v1 import types_pb2 as facerecon_dot_v1_dot_types__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x61\x63\x65recon/v1/service.proto\x12\x0c\x66\x61\x63\x65recon.v1\x1a\x18\x66\x61\x63\x65recon/v1/types.proto\x1a\x17google/rpc/status.proto\"\xcb\x01\n\x12ReconstructRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12)\n\x08\x66\x61\x63\x65_box\x18\x03 \x01(\x0b\x32\x15.facerecon.v1.FaceBoxH\x00\x12,\n\tlandmarks\x18\x04 \x01(\x0b\x32\x17.facerecon.v1.LandmarksH\x00\x12\x31\n\x07options\x18\x05 \x01(\x0b\x32 .facerecon.v1.ReconstructOptionsB\x06\n\x04\x66\x61\x63\x65\"\xe3\x03\n\x13ReconstructResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12 \n\x04mesh\x18\x02 \x01(\x0b\x32\x12.facerecon.v1.Mesh\x12!\n\x05views\x18\x03 \x03(\x0b\x32\x12.facerecon.v1.View\x12(\n\x0c\x66rontal_view\x18\x04 \x01(\x0b\x32\x12.facerecon.v1.View\x12 \n\x04pose\x18\x05 \x01(\x0b\x32\x12.facerecon.v1.Pose\x12\x44\n\ntimings_ms\x18\x06 \x03(\x0b\x32\x30.facerecon.v1.ReconstructResponse.TimingsMsEntry\x12)\n\x05model\x18\x07 \x01(\x0b\x32\x1a.facerecon.v1.ModelVersion\x12(\n\x0cmatched_view\x18\x08 \x01(\x0b\x32\x12.facerecon.v1.View\x12(\n\x0cmatched_pose\x18\t \x01(\x0b\x32\x12.facerecon.v1.Pose\x12\x30\n\x0cregistration\x18\n \x01(\x0b\x32\x1a.facerecon.v1.Registration\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"M\n\x18ReconstructStreamRequest\x12\x31\n\x07request\x18\x01 \x01(\x0b\x32 .facerecon.v1.ReconstructRequest\"\x95\x01\n\x19ReconstructStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x35\n\x08response\x18\x02 \x01(\x0b\x32!.facerecon.v1.ReconstructResponseH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"\x15\n\x13GetModelInfoRequest\"\x95\x02\n\x06Limits\x12!\n\x19max_receive_message_bytes\x18\x01 \x01(\x04\x12\x1e\n\x16max_send_message_bytes\x18\x02 \x01(\x04\x12\x1d\n\x15max_inflight_requests\x18\x03 \x01(\r\x12\x1b\n\x13max_stream_inflight\x18\x04 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x05 \x01(\r\x12\x19\n\x11\x62\x61tch_max_wait_ms\x18\x06 \x01(\x02\x12\x18\n\x10max_image_pixels\x18\x07 \x01(\x04\x12\x11\n\tmax_views\x18\x08 \x01(\r\x12\x15\n\rmin_view_size\x18\t \x01(\r\x12\x15\n\rmax_view_size\x18\n \x01(\r\"\xe0\x01\n\x14GetModelInfoResponse\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.facerecon.v1.ModelVersion\x12\x16\n\x0eweights_sha256\x18\x02 \x01(\t\x12\x12\n\nparameters\x18\x03 \x01(\x04\x12\x12\n\ninput_size\x18\x04 \x01(\r\x12\x15\n\rvolume_slices\x18\x05 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12$\n\x06limits\x18\x07 \x01(\x0b\x32\x14.facerecon.v1.Limits\x12\x10\n\x08\x66\x65\x61tures\x18\x08 \x03(\t2\xa7\x02\n\x10\x46\x61\x63\x65ReconService\x12R\n\x0bReconstruct\x12 .facerecon.v1.ReconstructRequest\x1a!.facerecon.v1.ReconstructResponse\x12h\n\x11ReconstructStream\x12&.facerecon.v1.ReconstructStreamRequest\x1a\'.facerecon.v1.ReconstructStreamResponse(\x01\x30\x01\x12U\n\x0cGetModelInfo\x12!.facerecon.v1.GetModelInfoRequest\x1a\".facerecon.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x61\x63\x65recon/v1/service.proto\x12\x0c\x66\x61\x63\x65recon.v1\x1a\x18\x66\x61\x63\x65recon/v1/types.proto\x1a\x17google/rpc/status.proto\"\xcb\x01\n\x12ReconstructRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12)\n\x08\x66\x61\x63\x65_box\x18\x03 \x01(\x0b\x32\x15.facerecon.v1.FaceBoxH\x00\x12,\n\tlandmarks\x18\x04 \x01(\x0b\x32\x17.facerecon.v1.LandmarksH\x00\x12\x31\n\x07options\x18\x05 \x01(\x0b\x32 .facerecon.v1.ReconstructOptionsB\x06\n\x04\x66\x61\x63\x65\"\xcf\x04\n\x13ReconstructResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12 \n\x04mesh\x18\x02 \x01(\x0b\x32\x12.facerecon.v1.Mesh\x12!\n\x05views\x18\x03 \x03(\x0b\x32\x12.facerecon.v1.View\x12(\n\x0c\x66rontal_view\x18\x04 \x01(\x0b\x32\x12.facerecon.v1.View\x12 \n\x04pose\x18\x05 \x01(\x0b\x32\x12.facerecon.v1.Pose\x12\x44\n\ntimings_ms\x18\x06 \x03(\x0b\x32\x30.facerecon.v1.ReconstructResponse.TimingsMsEntry\x12)\n\x05model\x18\x07 \x01(\x0b\x32\x1a.facerecon.v1.ModelVersion\x12(\n\x0cmatched_view\x18\x08 \x01(\x0b\x32\x12.facerecon.v1.View\x12(\n\x0cmatched_pose\x18\t \x01(\x0b\x32\x12.facerecon.v1.Pose\x12\x30\n\x0cregistration\x18\n \x01(\x0b\x32\x1a.facerecon.v1.Registration\x12-\n\x0b\x66\x61\x63\x65_source\x18\x0b \x01(\x0e\x32\x18.facerecon.v1.FaceSource\x12,\n\rdetected_face\x18\x0c \x01(\x0b\x32\x15.facerecon.v1.FaceBox\x12\r\n\x05notes\x18\r \x03(\t\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"M\n\x18ReconstructStreamRequest\x12\x31\n\x07request\x18\x01 \x01(\x0b\x32 .facerecon.v1.ReconstructRequest\"\x95\x01\n\x19ReconstructStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x35\n\x08response\x18\x02 \x01(\x0b\x32!.facerecon.v1.ReconstructResponseH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"\x15\n\x13GetModelInfoRequest\"\xb2\x02\n\x06Limits\x12!\n\x19max_receive_message_bytes\x18\x01 \x01(\x04\x12\x1e\n\x16max_send_message_bytes\x18\x02 \x01(\x04\x12\x1d\n\x15max_inflight_requests\x18\x03 \x01(\r\x12\x1b\n\x13max_stream_inflight\x18\x04 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x05 \x01(\r\x12\x19\n\x11\x62\x61tch_max_wait_ms\x18\x06 \x01(\x02\x12\x18\n\x10max_image_pixels\x18\x07 \x01(\x04\x12\x11\n\tmax_views\x18\x08 \x01(\r\x12\x15\n\rmin_view_size\x18\t \x01(\r\x12\x15\n\rmax_view_size\x18\n \x01(\r\x12\x1b\n\x13memory_budget_bytes\x18\x0b \x01(\x04\"\xe0\x01\n\x14GetModelInfoResponse\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.facerecon.v1.ModelVersion\x12\x16\n\x0eweights_sha256\x18\x02 \x01(\t\x12\x12\n\nparameters\x18\x03 \x01(\x04\x12\x12\n\ninput_size\x18\x04 \x01(\r\x12\x15\n\rvolume_slices\x18\x05 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12$\n\x06limits\x18\x07 \x01(\x0b\x32\x14.facerecon.v1.Limits\x12\x10\n\x08\x66\x65\x61tures\x18\x08 \x03(\t2\xa7\x02\n\x10\x46\x61\x63\x65ReconService\x12R\n\x0bReconstruct\x12 .facerecon.v1.ReconstructRequest\x1a!.facerecon.v1.ReconstructResponse\x12h\n\x11ReconstructStream\x12&.facerecon.v1.ReconstructStreamRequest\x1a\'.facerecon.v1.ReconstructStreamResponse(\x01\x30\x01\x12U\n\x0cGetModelInfo\x12!.facerecon.v1.GetModelInfoRequest\x1a\".facerecon.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,19 +38,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECONSTRUCTREQUEST']._serialized_start=96
   _globals['_RECONSTRUCTREQUEST']._serialized_end=299
   _globals['_RECONSTRUCTRESPONSE']._serialized_start=302
-  _globals['_RECONSTRUCTRESPONSE']._serialized_end=785
-  _globals['_RECONSTRUCTRESPONSE_TIMINGSMSENTRY']._serialized_start=737
-  _globals['_RECONSTRUCTRESPONSE_TIMINGSMSENTRY']._serialized_end=785
-  _globals['_RECONSTRUCTSTREAMREQUEST']._serialized_start=787
-  _globals['_RECONSTRUCTSTREAMREQUEST']._serialized_end=864
-  _globals['_RECONSTRUCTSTREAMRESPONSE']._serialized_start=867
-  _globals['_RECONSTRUCTSTREAMRESPONSE']._serialized_end=1016
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1018
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1039
-  _globals['_LIMITS']._serialized_start=1042
-  _globals['_LIMITS']._serialized_end=1319
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1322
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1546
-  _globals['_FACERECONSERVICE']._serialized_start=1549
-  _globals['_FACERECONSERVICE']._serialized_end=1844
+  _globals['_RECONSTRUCTRESPONSE']._serialized_end=893
+  _globals['_RECONSTRUCTRESPONSE_TIMINGSMSENTRY']._serialized_start=845
+  _globals['_RECONSTRUCTRESPONSE_TIMINGSMSENTRY']._serialized_end=893
+  _globals['_RECONSTRUCTSTREAMREQUEST']._serialized_start=895
+  _globals['_RECONSTRUCTSTREAMREQUEST']._serialized_end=972
+  _globals['_RECONSTRUCTSTREAMRESPONSE']._serialized_start=975
+  _globals['_RECONSTRUCTSTREAMRESPONSE']._serialized_end=1124
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1126
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1147
+  _globals['_LIMITS']._serialized_start=1150
+  _globals['_LIMITS']._serialized_end=1456
+  _globals['_GETMODELINFORESPONSE']._serialized_start=1459
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1683
+  _globals['_FACERECONSERVICE']._serialized_start=1686
+  _globals['_FACERECONSERVICE']._serialized_end=1981
 # @@protoc_insertion_point(module_scope)

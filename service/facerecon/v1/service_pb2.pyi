@@ -23,7 +23,7 @@ class ReconstructRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., face_box: _Optional[_Union[_types_pb2.FaceBox, _Mapping]] = ..., landmarks: _Optional[_Union[_types_pb2.Landmarks, _Mapping]] = ..., options: _Optional[_Union[_types_pb2.ReconstructOptions, _Mapping]] = ...) -> None: ...
 
 class ReconstructResponse(_message.Message):
-    __slots__ = ("request_id", "mesh", "views", "frontal_view", "pose", "timings_ms", "model", "matched_view", "matched_pose", "registration")
+    __slots__ = ("request_id", "mesh", "views", "frontal_view", "pose", "timings_ms", "model", "matched_view", "matched_pose", "registration", "face_source", "detected_face", "notes")
     class TimingsMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,9 @@ class ReconstructResponse(_message.Message):
     MATCHED_VIEW_FIELD_NUMBER: _ClassVar[int]
     MATCHED_POSE_FIELD_NUMBER: _ClassVar[int]
     REGISTRATION_FIELD_NUMBER: _ClassVar[int]
+    FACE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DETECTED_FACE_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     mesh: _types_pb2.Mesh
     views: _containers.RepeatedCompositeFieldContainer[_types_pb2.View]
@@ -51,7 +54,10 @@ class ReconstructResponse(_message.Message):
     matched_view: _types_pb2.View
     matched_pose: _types_pb2.Pose
     registration: _types_pb2.Registration
-    def __init__(self, request_id: _Optional[str] = ..., mesh: _Optional[_Union[_types_pb2.Mesh, _Mapping]] = ..., views: _Optional[_Iterable[_Union[_types_pb2.View, _Mapping]]] = ..., frontal_view: _Optional[_Union[_types_pb2.View, _Mapping]] = ..., pose: _Optional[_Union[_types_pb2.Pose, _Mapping]] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., model: _Optional[_Union[_types_pb2.ModelVersion, _Mapping]] = ..., matched_view: _Optional[_Union[_types_pb2.View, _Mapping]] = ..., matched_pose: _Optional[_Union[_types_pb2.Pose, _Mapping]] = ..., registration: _Optional[_Union[_types_pb2.Registration, _Mapping]] = ...) -> None: ...
+    face_source: _types_pb2.FaceSource
+    detected_face: _types_pb2.FaceBox
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., mesh: _Optional[_Union[_types_pb2.Mesh, _Mapping]] = ..., views: _Optional[_Iterable[_Union[_types_pb2.View, _Mapping]]] = ..., frontal_view: _Optional[_Union[_types_pb2.View, _Mapping]] = ..., pose: _Optional[_Union[_types_pb2.Pose, _Mapping]] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., model: _Optional[_Union[_types_pb2.ModelVersion, _Mapping]] = ..., matched_view: _Optional[_Union[_types_pb2.View, _Mapping]] = ..., matched_pose: _Optional[_Union[_types_pb2.Pose, _Mapping]] = ..., registration: _Optional[_Union[_types_pb2.Registration, _Mapping]] = ..., face_source: _Optional[_Union[_types_pb2.FaceSource, str]] = ..., detected_face: _Optional[_Union[_types_pb2.FaceBox, _Mapping]] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReconstructStreamRequest(_message.Message):
     __slots__ = ("request",)
@@ -74,7 +80,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_receive_message_bytes", "max_send_message_bytes", "max_inflight_requests", "max_stream_inflight", "max_batch_size", "batch_max_wait_ms", "max_image_pixels", "max_views", "min_view_size", "max_view_size")
+    __slots__ = ("max_receive_message_bytes", "max_send_message_bytes", "max_inflight_requests", "max_stream_inflight", "max_batch_size", "batch_max_wait_ms", "max_image_pixels", "max_views", "min_view_size", "max_view_size", "memory_budget_bytes")
     MAX_RECEIVE_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_SEND_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_INFLIGHT_REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +91,7 @@ class Limits(_message.Message):
     MAX_VIEWS_FIELD_NUMBER: _ClassVar[int]
     MIN_VIEW_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_VIEW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
     max_receive_message_bytes: int
     max_send_message_bytes: int
     max_inflight_requests: int
@@ -95,7 +102,8 @@ class Limits(_message.Message):
     max_views: int
     min_view_size: int
     max_view_size: int
-    def __init__(self, max_receive_message_bytes: _Optional[int] = ..., max_send_message_bytes: _Optional[int] = ..., max_inflight_requests: _Optional[int] = ..., max_stream_inflight: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., batch_max_wait_ms: _Optional[float] = ..., max_image_pixels: _Optional[int] = ..., max_views: _Optional[int] = ..., min_view_size: _Optional[int] = ..., max_view_size: _Optional[int] = ...) -> None: ...
+    memory_budget_bytes: int
+    def __init__(self, max_receive_message_bytes: _Optional[int] = ..., max_send_message_bytes: _Optional[int] = ..., max_inflight_requests: _Optional[int] = ..., max_stream_inflight: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., batch_max_wait_ms: _Optional[float] = ..., max_image_pixels: _Optional[int] = ..., max_views: _Optional[int] = ..., min_view_size: _Optional[int] = ..., max_view_size: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
     __slots__ = ("model", "weights_sha256", "parameters", "input_size", "volume_slices", "device", "limits", "features")
