@@ -631,3 +631,36 @@ def test_label_values_used_are_real(exported: Series):
                 if label in allowed and op in ("=", "=~") and "$" not in value:
                     values = set(value.split("|")) if op == "=~" else {value}
                     assert values <= allowed[label], f"{label}: {values - allowed[label]}"
+
+
+# ---- memory: the budget the server derives from the pod's limit --------------------------
+
+# RSS of a warm server before any request: ~0.5 GB on CPU (bench/results/pipeline.json's
+# peak less one request); a CUDA context and its libraries add ~1.5-2 GB of host memory.
+MODEL_RSS_ALLOWANCE = {"cpu": 1 << 30, "cuda": 5 << 29}
+
+
+def quantity(text: str) -> int:
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "K": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * factor)
+    return int(text)
+
+
+def test_memory_limit_leaves_the_budget_room_for_the_costliest_request(objects):
+    """The budget derived from the limit admits the most expensive legal request (so no valid
+    request is refused outright), and a budget set by hand stays within the limit."""
+    config = pytest.importorskip("facerecon.server.config")
+    from facerecon.server.cost import worst_case
+
+    limit = quantity(server_container(objects)["resources"]["limits"]["memory"])
+    env = settings(objects)
+    parsed = config.ServerConfig.from_args([], environ=env)
+    device = "cuda" if parsed.device.startswith("cuda") else "cpu"
+    if parsed.memory_budget_mb is not None:
+        budget = parsed.memory_budget_mb << 20
+        assert budget + MODEL_RSS_ALLOWANCE[device] <= limit
+    else:
+        budget = int(parsed.memory_fraction * limit) - MODEL_RSS_ALLOWANCE[device]
+    assert budget >= worst_case(), (budget >> 20, worst_case() >> 20)
