@@ -48,12 +48,53 @@ def test_info_prints_the_model(tiny_weights, capsys):
     assert "vrn-tiny" in out and "cpu" in out
 
 
-def test_detector_defaults_to_the_same_variable_as_the_server(monkeypatch, tmp_path):
+def test_detector_is_on_by_default_and_reads_the_server_variable(monkeypatch, tmp_path):
+    from facerecon.detect import SHIPPED_DETECTOR, detector_path
+
     args = ["reconstruct", "photo.jpg", "--out", str(tmp_path)]
     monkeypatch.delenv("FACERECON_DETECTOR", raising=False)
-    assert build_parser().parse_args(args).detector is None
+    assert detector_path(build_parser().parse_args(args).detector) == SHIPPED_DETECTOR
+    assert build_parser().parse_args([*args, "--no-detector"]).detector is None
+    assert detector_path(build_parser().parse_args([*args, "--detector", "none"]).detector) is None
     monkeypatch.setenv("FACERECON_DETECTOR", "/models/yunet.onnx")
-    assert build_parser().parse_args(args).detector == Path("/models/yunet.onnx")
+    assert detector_path(build_parser().parse_args(args).detector) == Path("/models/yunet.onnx")
+    monkeypatch.setenv("FACERECON_DETECTOR", "none")
+    assert detector_path(build_parser().parse_args(args).detector) is None
+
+
+def test_a_missing_detector_file_is_a_clear_error(tmp_path, tiny_weights, astronaut_jpeg, capsys):
+    photo = tmp_path / "face.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    argv = ["reconstruct", str(photo), "--out", str(tmp_path / "out"), "--weights",
+            str(tiny_weights), "--device", "cpu",
+            "--detector", str(tmp_path / "typo.onnx")]  # fmt: skip
+    assert main(argv) == 2
+    assert "face detector model not found" in capsys.readouterr().err
+
+
+def test_outputs_are_named_by_the_whole_file_name(tmp_path, tiny_weights, astronaut_jpeg, capsys):
+    """`a.v1.jpg` and `a.v2.jpg` keep their own files; so do `b.jpg` and `b.png`; the summary
+    line names the files written."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.v1.jpg", "a.v2.jpg", "b.jpg", "b.png"):
+        (photos / name).write_bytes(astronaut_jpeg)
+    out = tmp_path / "out"
+    argv = ["reconstruct", str(photos), "--out", str(out), "--weights", str(tiny_weights),
+            "--views=-30", "--size", "32", "--device", "cpu", "--format", "ply",
+            "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    meshes = sorted(p.name for p in out.glob("*.ply"))
+    assert meshes == ["a.v1.ply", "a.v2.ply", "b.ply", "b_2.ply"]
+    assert {p.name for p in out.iterdir()} == {
+        f"{stem}{end}" for stem in ("a.v1", "a.v2", "b", "b_2")
+        for end in (".ply", "_frontal.png", "_yaw-30_pitch+0.png")
+    }  # fmt: skip
+    lines = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines[str(photos / "a.v2.jpg")].endswith(
+        f"-> {out}/: a.v2.ply, a.v2_yaw-30_pitch+0.png, a.v2_frontal.png"
+    )
+    assert "b_2.ply" in lines[str(photos / "b.png")]
 
 
 def test_registration_writes_textured_meshes_and_figures(tmp_path, tiny_weights, astronaut_jpeg):

@@ -237,7 +237,8 @@ def test_build_context_has_what_the_build_copies_and_nothing_else(dockerfile):
         for copy in stage.all("COPY"):
             if not copy.startswith("--from="):
                 sources.update(w.rstrip("/") for w in copy.split()[:-1] if not w.startswith("--"))
-    needed = {"weights/facerecon.pt"}  # the checkpoint, whether or not this checkout has it
+    # the checkpoint, whether or not this checkout has it, and the default face detector
+    needed = {"weights/facerecon.pt", "weights/yunet_n_dynamic.onnx"}
     for source in sources:
         assert (REPO / source).exists(), f"COPY {source}: not in the repository"
         tracked = subprocess.run(["git", "ls-files", source], cwd=REPO, capture_output=True,

@@ -150,7 +150,7 @@ def test_get_model_info(stub, tiny_weights):
     assert info.limits.max_inflight_requests == 8 and info.limits.max_batch_size == 4
     assert info.limits.max_receive_message_bytes == 64 << 20
     assert info.limits.max_views == 16 and info.limits.max_view_size == 1024
-    assert "mesh_glb" in info.features and "face_detector" not in info.features
+    assert "mesh_glb" in info.features and "face_detector" in info.features  # on by default
 
 
 def test_health_and_reflection(server):

@@ -46,14 +46,20 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     from facerecon import export
     from facerecon.errors import FeatureUnavailable, InputError
-    from facerecon.reconstructor import ReconstructOptions, Reconstructor
+    from facerecon.reconstructor import ReconstructOptions, Reconstructor, WeightsNotFound
 
     if args.face_model is not None and not args.face_model.is_file():
         print(f"facerecon: no face model at {args.face_model}", file=sys.stderr)
         return 2
-    reconstructor = Reconstructor(
-        args.weights, device=args.device, detector=args.detector, face_model=args.face_model
-    )
+    try:
+        reconstructor = Reconstructor(
+            args.weights, device=args.device, detector=args.detector, face_model=args.face_model
+        )
+    except (FileNotFoundError, RuntimeError) as error:  # a detector file missing or foreign
+        if isinstance(error, WeightsNotFound):
+            raise
+        print(f"facerecon: {error}", file=sys.stderr)
+        return 2
     options = ReconstructOptions(
         views=args.views,
         view_size=args.size,
@@ -76,45 +82,65 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
     progress = tqdm(photos, unit="face", disable=len(photos) < 2 or args.quiet, file=sys.stderr)
-    for photo in progress:
+    for photo, stem in zip(progress, output_stems(photos), strict=True):
         try:
             result = reconstructor(photo.read_bytes(), options=options)
         except (InputError, OSError) as error:
             failures += 1
             progress.write(f"{photo}: FAILED: {error}", file=sys.stderr)
             continue
-        stem = args.out / photo.stem
-        stem.with_suffix(f".{args.format}").write_bytes(to_mesh(result.mesh))
+        files = {f"{stem}.{args.format}": to_mesh(result.mesh)}
         for view in result.views:
-            name = f"{photo.stem}_yaw{view.yaw:+.0f}_pitch{view.pitch:+.0f}.png"
-            (args.out / name).write_bytes(export.to_png(view.image))
+            name = f"{stem}_yaw{view.yaw:+.0f}_pitch{view.pitch:+.0f}.png"
+            files[name] = export.to_png(view.image)
         if result.frontal is not None:
-            frontal = export.to_png(result.frontal.image)
-            (args.out / f"{photo.stem}_frontal.png").write_bytes(frontal)
+            files[f"{stem}_frontal.png"] = export.to_png(result.frontal.image)
+        for name, data in files.items():
+            (args.out / name).write_bytes(data)
+        written = list(files)
         if result.registration is not None:
-            save_registration(result.registration, result.texture, args.out, photo.stem)
+            written += save_registration(result.registration, result.texture, args.out, stem)
         pose = result.pose
         total = sum(result.timings_ms.values())
+        notes = "".join(f" [{note}]" for note in result.notes)
         progress.write(
             f"{photo}: {len(result.mesh.vertices)} vertices, {len(result.mesh.faces)} faces, "
             f"yaw {pose.yaw:+.0f}° pitch {pose.pitch:+.0f}° roll {pose.roll:+.0f}°, "
-            f"{total:.0f} ms -> {stem}.{args.format}"
+            f"{total:.0f} ms{notes} -> {args.out}{os.sep}: {', '.join(written)}"
         )
     return 1 if failures else 0
 
 
+def output_stems(photos: list[Path]) -> list[str]:
+    """Each photo's output name: its file name without the last suffix (`a.v1.jpg` -> `a.v1`),
+    with `_2`, `_3`, ... added where two photos would share one (`a.jpg` and `a.png`, or the
+    same name in two folders), so that no photo's files overwrite another's."""
+    stems: list[str] = []
+    taken: set[str] = set()
+    for photo in photos:
+        stem, n = photo.stem, 1
+        while stem.casefold() in taken:
+            n += 1
+            stem = f"{photo.stem}_{n}"
+        taken.add(stem.casefold())
+        stems.append(stem)
+    return stems
+
+
 def save_registration(
     registration: Registration, texture: np.ndarray, out: Path, stem: str
-) -> None:
-    """STEM_registered.glb and .obj/.mtl/.png (textured) and STEM_registration.json."""
+) -> list[str]:
+    """STEM_registered.glb and .obj/.mtl/.png (textured) and STEM_registration.json; returns
+    the names of the files written."""
     import json
 
     from facerecon.export import to_png
     from facerecon.texture import to_textured_glb, to_textured_obj
 
     name, png = f"{stem}_registered", to_png(texture)
-    (out / f"{name}.glb").write_bytes(to_textured_glb(registration, png))
-    for file, data in to_textured_obj(registration, png, name=name).items():
+    files = {f"{name}.glb": to_textured_glb(registration, png)}
+    files.update(to_textured_obj(registration, png, name=name))
+    for file, data in files.items():
         (out / file).write_bytes(data)
     r = registration
     figures = {
@@ -130,6 +156,7 @@ def save_registration(
     }
     lines = ",\n".join(f" {json.dumps(key)}: {json.dumps(value)}" for key, value in figures.items())
     (out / f"{stem}_registration.json").write_text("{\n" + lines + "\n}\n")  # a key a line
+    return [*files, f"{stem}_registration.json"]
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -189,10 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated YAW or YAW:PITCH in degrees ('' for none)")  # fmt: skip
     rec.add_argument("--size", type=int, default=256, help="view size in pixels")
     rec.add_argument("--decimate", type=int, default=None, help="target face count")
-    rec.add_argument("--detector", type=Path, default=os.environ.get("FACERECON_DETECTOR"),
-                     help="face detector model file (SCRFD or YuNet ONNX; default: "
-                          "$FACERECON_DETECTOR, as for the server); without one each photo is "
-                          "treated as a face crop")  # fmt: skip
+    detection = rec.add_mutually_exclusive_group()
+    detection.add_argument("--detector", default="default", metavar="MODEL",
+                           help="face detector: a YuNet or SCRFD .onnx file, or 'none' (default: "
+                                "$FACERECON_DETECTOR as for the server, else the shipped YuNet); "
+                                "where it finds no face the whole photo is taken as the face "
+                                "crop, and the summary line says so")  # fmt: skip
+    detection.add_argument("--no-detector", dest="detector", action="store_const", const=None,
+                           help="take every photo whole as a face crop (a passport-style photo "
+                                "the face fills)")  # fmt: skip
     rec.add_argument("--registration", action="store_true",
                      help="also fit the ICT face model: STEM_registered.glb and .obj (textured), "
                           "STEM_registration.json (pose, 68 landmarks, coefficients)")  # fmt: skip

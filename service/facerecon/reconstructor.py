@@ -28,7 +28,9 @@ from facerecon.chips import (
     turn_to,
     visibility_masks,
 )
-from facerecon.crop import CropTransform, normalise_face
+from facerecon.crop import CropTransform, FaceCrop, normalise_face
+from facerecon.detect import DEFAULT as DEFAULT_DETECTOR
+from facerecon.detect import SHIPPED_DETECTOR, Detection, detector_path, load_detector
 from facerecon.errors import FACE_MODEL_MISSING, FeatureUnavailable, InputError
 from facerecon.face_model import load_face_model
 from facerecon.image import decode_image
@@ -50,6 +52,13 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "facerecon.p
 MAX_VIEWS = 16
 VIEW_SIZES = (32, 1024)
 REGISTRATION_REGIONS = ("head", "face")
+# How the face was found (Reconstruction.face_source): the caller's face_box / landmarks, the
+# face detector, or the whole image taken as the face crop (no detector, or it found no face).
+FACE_SOURCES = ("request", "detector", "whole_image")
+NO_FACE_FOUND = (
+    "the face detector found no face: the whole image was taken as the face crop (fine for a "
+    "photo the face fills; otherwise send a face_box)"
+)
 
 
 class WeightsNotFound(RuntimeError):
@@ -154,6 +163,9 @@ class PreparedFace:
     timings_ms: dict[str, float] = field(default_factory=dict)
     # the face's 5 or 68 (x, y) landmarks in the image, the client's or the detector's
     landmarks: np.ndarray | None = None
+    face_source: str = "request"  # one of FACE_SOURCES
+    face_box: np.ndarray | None = None  # (x0, y0, x1, y1): the detector's box, when it found one
+    notes: list[str] = field(default_factory=list)  # for people: e.g. NO_FACE_FOUND
 
 
 @dataclass(frozen=True)
@@ -179,6 +191,9 @@ class Reconstruction:
     registration: Registration | None = None  # when options.registration
     texture: np.ndarray | None = None  # (S, 2S, 3) uint8 UV atlas of the registered mesh
     matched: View | None = None  # when options.target_pose: the head at that pose
+    face_source: str = "request"  # how the face was found: one of FACE_SOURCES
+    face_box: np.ndarray | None = None  # (x0, y0, x1, y1): the detector's box, when it found one
+    notes: list[str] = field(default_factory=list)  # for people: e.g. NO_FACE_FOUND
 
 
 class _Timer:
@@ -201,13 +216,19 @@ def resolve_device(device: str) -> torch.device:
 
 
 class Reconstructor:
-    """Loads a VRN checkpoint once; called on image bytes or an RGB array."""
+    """Loads a VRN checkpoint once; called on image bytes or an RGB array.
+
+    `detector`: the face detector that finds the face in photos given without a face box or
+    landmarks. "default" ($FACERECON_DETECTOR, else the shipped YuNet), a model file, or None
+    (also "none") to take every such photo whole as the face crop. When the detector finds no
+    face, the whole photo is the crop too, and the result says so (`face_source`, `notes`).
+    """
 
     def __init__(
         self,
         weights: str | Path | None = None,
         device: str = "auto",
-        detector: str | Path | None = None,
+        detector: str | Path | None = DEFAULT_DETECTOR,
         compile: bool = False,
         threads: int | None = None,
         max_pixels: int = 40_000_000,
@@ -246,11 +267,16 @@ class Reconstructor:
         self.pose_model = load_pose_model(pose_weights, path)
         # optional: None unless installed ($FACERECON_FACE_MODEL or the default location)
         self.face_model = load_face_model(face_model)
+        self.detector_path = detector_path(detector, beside=path)
         self.detector = None
-        if detector is not None:
-            from facerecon.detect import load_detector
-
-            self.detector = load_detector(detector)
+        if self.detector_path is not None:
+            if not self.detector_path.is_file() and self.detector_path == SHIPPED_DETECTOR:
+                raise FileNotFoundError(
+                    f"the shipped face detector {SHIPPED_DETECTOR} is missing (restore it from "
+                    "the repository, name another model, or pass detector=None / --detector "
+                    "none to take each photo as a face crop)"
+                )
+            self.detector = load_detector(self.detector_path)
 
     def warmup(self) -> None:
         blank = np.zeros((self.info.input_size, self.info.input_size, 3), np.float32)
@@ -271,16 +297,43 @@ class Reconstructor:
                 image = _check_array(data)
             else:
                 image = decode_image(data, max_pixels=self.max_pixels)
+        source, found, notes = "request", None, []
         with _Timer(timings, "crop"):
-            if face_box is None and landmarks is None and self.detector is not None:
-                detections = self.detector.detect(image)
-                if not detections:
-                    raise InputError("no face found in the image", field="image")
-                face_box, landmarks = detections[0].box, detections[0].landmarks
-            face = normalise_face(image, box=face_box, landmarks=landmarks)
+            if face_box is None and landmarks is None:
+                source, face = "whole_image", None
+                if self.detector is not None:
+                    face, found = self._detected_face(image)
+                    if face is None:
+                        notes.append(NO_FACE_FOUND)
+                    else:
+                        source, landmarks = "detector", found.landmarks
+                if face is None:
+                    face = normalise_face(image)
+            else:
+                face = normalise_face(image, box=face_box, landmarks=landmarks)
         if landmarks is not None:  # checked by normalise_face
             landmarks = np.asarray(landmarks, np.float64)
-        return PreparedFace(image, _as_float(face.image), face.transform, timings, landmarks)
+        return PreparedFace(
+            image,
+            _as_float(face.image),
+            face.transform,
+            timings,
+            landmarks,
+            face_source=source,
+            face_box=None if found is None else found.box,
+            notes=notes,
+        )
+
+    def _detected_face(self, image: np.ndarray) -> tuple[FaceCrop | None, Detection | None]:
+        """The largest detected face that makes a crop (a face box in the margins, or too small
+        to hold 3D detail, is passed over), or (None, None)."""
+        for detection in self.detector.detect(image):
+            try:
+                face = normalise_face(image, box=detection.box, landmarks=detection.landmarks)
+            except InputError:
+                continue
+            return face, detection
+        return None, None
 
     def predict(self, faces: Sequence[PreparedFace]) -> list[np.ndarray]:
         """One forward pass over a batch: occupancy volumes (slices, size, size) in [0, 1]."""
@@ -376,6 +429,9 @@ class Reconstructor:
             registration=registration,
             texture=texture,
             matched=matched,
+            face_source=face.face_source,
+            face_box=face.face_box,
+            notes=list(face.notes),
         )
 
     def head_pose(self, volume: np.ndarray, mesh: Mesh) -> Pose:

@@ -427,6 +427,8 @@ def _initial_similarity(
     sample = target.points[::4].numpy()  # plenty to find a nose tip
     left, forward = sample @ rotation[:, 0], sample @ rotation[:, 2]
     midline = np.abs(left - (left.max() + left.min()) / 2.0) < 0.15 * np.ptp(left)
+    if not midline.any():  # a surface with nothing near its middle (e.g. two slabs): all of it
+        midline[:] = True
     tip = sample[midline][np.argmax(forward[midline])]
     nosed = tip - scale * landmarks[30]
     return [(rotation, scale, framed, face_size), (rotation, scale, nosed, face_size)]

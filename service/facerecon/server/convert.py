@@ -129,6 +129,13 @@ def parse_request(request: pb.ReconstructRequest, request_id: str) -> ParsedRequ
     )  # fmt: skip
 
 
+FACE_SOURCES = {
+    "request": types.FACE_SOURCE_REQUEST,
+    "detector": types.FACE_SOURCE_DETECTOR,
+    "whole_image": types.FACE_SOURCE_WHOLE_IMAGE,
+}
+
+
 def build_response(result: Reconstruction, parsed: ParsedRequest) -> pb.ReconstructResponse:
     """The reply for a finished reconstruction (encodes mesh files and views: CPU work)."""
     mesh = result.mesh
@@ -164,7 +171,12 @@ def build_response(result: Reconstruction, parsed: ParsedRequest) -> pb.Reconstr
         mesh=out,
         views=[encode_view(v, parsed) for v in result.views],
         model=types.ModelVersion(name=result.model.variant, version=result.model.version),
+        face_source=FACE_SOURCES[result.face_source],
+        notes=result.notes,
     )
+    if result.face_box is not None:
+        x0, y0, x1, y1 = (float(v) for v in result.face_box)
+        response.detected_face.CopyFrom(types.FaceBox(x0=x0, y0=y0, x1=x1, y1=y1))
     if result.frontal is not None:
         response.frontal_view.CopyFrom(encode_view(result.frontal, parsed))
     if result.pose is not None:

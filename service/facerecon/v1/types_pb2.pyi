@@ -7,6 +7,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class FaceSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FACE_SOURCE_UNSPECIFIED: _ClassVar[FaceSource]
+    FACE_SOURCE_REQUEST: _ClassVar[FaceSource]
+    FACE_SOURCE_DETECTOR: _ClassVar[FaceSource]
+    FACE_SOURCE_WHOLE_IMAGE: _ClassVar[FaceSource]
+
 class MeshEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MESH_ENCODING_UNSPECIFIED: _ClassVar[MeshEncoding]
@@ -40,6 +47,10 @@ class ChipLayout(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHIP_LAYOUT_UNSPECIFIED: _ClassVar[ChipLayout]
     CHIP_LAYOUT_ARCFACE_112: _ClassVar[ChipLayout]
     CHIP_LAYOUT_DLIB_150: _ClassVar[ChipLayout]
+FACE_SOURCE_UNSPECIFIED: FaceSource
+FACE_SOURCE_REQUEST: FaceSource
+FACE_SOURCE_DETECTOR: FaceSource
+FACE_SOURCE_WHOLE_IMAGE: FaceSource
 MESH_ENCODING_UNSPECIFIED: MeshEncoding
 MESH_ENCODING_RAW: MeshEncoding
 MESH_ENCODING_GLB: MeshEncoding
