@@ -4,7 +4,8 @@ Standard gRPC server families, with the names and labels of go-grpc-prometheus /
 py-grpc-prometheus so that stock Grafana dashboards work. Labels: grpc_type ("unary",
 "bidi_stream", "server_stream"), grpc_service ("facerecon.v1.FaceReconService",
 "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection") and grpc_method
-("Reconstruct", "ReconstructStream", "GetModelInfo", "Check", ...):
+("Reconstruct", "ReconstructStream", "GetModelInfo", "Check", ...); calls to methods the server
+does not have are counted with all three labels "unknown" (clients cannot add label values):
 
 - grpc_server_started_total          counter    calls started
 - grpc_server_handled_total          counter    calls finished; extra label grpc_code ("OK",
