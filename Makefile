@@ -27,15 +27,19 @@ tools:
 		npm ci --prefix tests/gltf --ignore-scripts --no-audit --no-fund --silent; \
 	else echo "npm not found: buf lint, the web bundle and glTF validator checks will skip"; fi
 
-# The gRPC service on the shipped weights. DETECTOR=face detector .onnx lets it take whole
-# photos (default: YuNet from ../shared when present); without one each photo is a face crop.
-DETECTOR ?= $(wildcard ../shared/models/yunet/yunet_s_dynamic.onnx)
+# The gRPC service on the shipped weights and the shipped face detector (YuNet), so whole
+# photos work; DETECTOR=another .onnx, or DETECTOR=none to take each photo as a face crop.
+# A line on stdout says when the model is loaded and the service answers.
+DETECTOR ?=
 run: setup
-	facerecon serve $(if $(DETECTOR),--detector $(DETECTOR))
+	@($(PYTHON) -m facerecon_client.cli wait localhost:50051 --ready-timeout 900 \
+		--while-pid $$$$ >/dev/null 2>&1 && echo "make run: facerecon is serving on" \
+		"localhost:50051 (try: facerecon-client info localhost:50051)") & \
+	exec facerecon serve $(if $(DETECTOR),--detector $(DETECTOR))
 
-# The web demo (clients/web/README.md): the gRPC service and the page at http://127.0.0.1:8000;
-# Ctrl-C stops both. WEIGHTS=checkpoint (default weights/facerecon.pt); DETECTOR=face detector
-# .onnx (as for `make run`).
+# The web demo (clients/web/README.md): its own gRPC service (on a free port) and the page at
+# http://127.0.0.1:8000; Ctrl-C or SIGTERM stops both. WEIGHTS=checkpoint (default
+# weights/facerecon.pt); DETECTOR=face detector .onnx or none (as for `make run`).
 demo: setup
 	$(PYTHON) -m facerecon_web.demo $(if $(WEIGHTS),--weights $(WEIGHTS)) \
 		$(if $(DETECTOR),--detector $(DETECTOR))

@@ -103,7 +103,8 @@ def test_client_retries_unavailable_until_the_server_is_ready(reconstructor, ast
     slow = SlowWarmup(reconstructor)
     with RunningServer(slow, wait_ready=False) as server:
         threading.Timer(0.5, slow.release.set).start()
-        with FaceReconClient(server.target, retry=FAST_RETRY) as client:
+        # ready_timeout_s=0: no health wait first (test_client_ready.py), the retries alone
+        with FaceReconClient(server.target, retry=FAST_RETRY, ready_timeout_s=0) as client:
             assert client.reconstruct(astronaut_jpeg, pose=False, timeout=30).mesh.glb
         metrics = server.metrics()
     refused = [

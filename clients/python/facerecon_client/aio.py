@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -12,6 +12,7 @@ from facerecon.v1 import service_pb2 as pb
 from facerecon.v1 import service_pb2_grpc
 from facerecon_client.channel import ChannelSettings
 from facerecon_client.client import INFO_TIMEOUT_S, RECONSTRUCT_TIMEOUT_S
+from facerecon_client.ready import DEFAULT_READY_TIMEOUT_S, wait_until_ready_async
 from facerecon_client.requests import build_request
 from facerecon_client.retry import DEFAULT_RETRY, Deadline, RetryPolicy, retryable
 
@@ -19,11 +20,30 @@ from facerecon_client.retry import DEFAULT_RETRY, Deadline, RetryPolicy, retryab
 class AsyncFaceReconClient:
     """`async with AsyncFaceReconClient("host:port") as client: await client.reconstruct(...)`."""
 
-    def __init__(self, target: str, *, retry: RetryPolicy = DEFAULT_RETRY, **settings: Any):
+    def __init__(
+        self,
+        target: str,
+        *,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+        on_wait: Callable[[str], None] | None = None,
+        **settings: Any,
+    ):
         self.settings = ChannelSettings(target, **settings)
         self.retry = retry
+        self.ready_timeout_s = ready_timeout_s
+        self.on_wait = on_wait
+        self._ready = False
         self.channel = self.settings.aio_channel()
         self.stub = service_pb2_grpc.FaceReconServiceStub(self.channel)
+
+    async def wait_until_ready(self, timeout_s: float | None = None) -> None:
+        """See FaceReconClient.wait_until_ready."""
+        timeout_s = self.ready_timeout_s if timeout_s is None else timeout_s
+        await wait_until_ready_async(
+            self.channel, self.settings.target, timeout_s, self.settings.metadata(), self.on_wait
+        )
+        self._ready = True
 
     async def reconstruct(
         self,
@@ -54,6 +74,8 @@ class AsyncFaceReconClient:
                 for r in requests:
                     yield pb.ReconstructStreamRequest(request=r)
 
+        if not self._ready:
+            await self.wait_until_ready()
         call = self.stub.ReconstructStream(
             messages(), timeout=timeout, metadata=self.settings.metadata()
         )
@@ -66,6 +88,8 @@ class AsyncFaceReconClient:
         return await self._unary(self.stub.GetModelInfo, pb.GetModelInfoRequest(), timeout)
 
     async def _unary(self, method, request, timeout: float | None):
+        if not self._ready:
+            await self.wait_until_ready()
         deadline = Deadline(timeout)
         delays = self.retry.delays()
         while True:

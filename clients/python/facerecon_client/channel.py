@@ -14,6 +14,10 @@ OPTIONS = [
     ("grpc.max_receive_message_length", 128 * MiB),
     # Transparent retries are handled by the client's own loop, not by gRPC's buffer.
     ("grpc.enable_retries", 0),
+    # Reconnect within 2 s of a server coming up (gRPC's default backoff grows to 120 s), so
+    # that a client waiting for a starting server notices it soon.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
 ]
 
 

@@ -1,11 +1,12 @@
 """`facerecon-client`: reconstruct photos on a facerecon server, or show what it serves.
 
-    facerecon-client reconstruct localhost:50051 face.jpg more/ --out out/ --views=-45,0,45
+    facerecon-client reconstruct localhost:50051 face.jpg more/ --out out/ --views -45,0,45
     facerecon-client reconstruct localhost:50051 photos/ --out out/ --batch   # one stream
     facerecon-client reconstruct localhost:50051 face.jpg --out out/ --registration
     facerecon-client info localhost:50051
 
 Connection flags (or FACERECON_TOKEN for the token): --tls, --ca, --cert/--key (mutual TLS).
+A server that is still starting (its model loading) is waited for, --ready-timeout seconds.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from tqdm import tqdm
 from facerecon.v1 import service_pb2 as pb
 from facerecon.v1 import types_pb2 as types
 from facerecon_client.client import FaceReconClient
+from facerecon_client.ready import DEFAULT_READY_TIMEOUT_S, ServerNotReady
 from facerecon_client.requests import build_request
 from facerecon_client.results import bad_request_fields
 
@@ -52,7 +55,7 @@ def iter_photos(paths: list[Path]) -> Iterator[Path]:
             yield path
 
 
-def connect(args: argparse.Namespace) -> FaceReconClient:
+def connect(args: argparse.Namespace, announce: bool = True) -> FaceReconClient:
     token = args.token or os.environ.get("FACERECON_TOKEN")
     return FaceReconClient(
         args.target,
@@ -61,7 +64,14 @@ def connect(args: argparse.Namespace) -> FaceReconClient:
         certificate_chain=args.cert,
         private_key=args.key,
         token=token,
+        ready_timeout_s=args.ready_timeout,
+        on_wait=(lambda m: print(f"facerecon-client: {m}", file=sys.stderr)) if announce else None,
     )
+
+
+def notes_of(reply: pb.ReconstructResponse) -> str:
+    """What the server said about a reply, e.g. that it found no face, for the progress line."""
+    return "".join(f" [{note}]" for note in reply.notes)
 
 
 def save(reply: pb.ReconstructResponse, stem: str, out: Path, mesh_format: str) -> list[Path]:
@@ -80,7 +90,11 @@ def save(reply: pb.ReconstructResponse, stem: str, out: Path, mesh_format: str) 
         "model": json_format.MessageToDict(reply.model),
         "pose": json_format.MessageToDict(reply.pose) if reply.HasField("pose") else None,
         "timings_ms": dict(reply.timings_ms),
+        "face_source": types.FaceSource.Name(reply.face_source),
+        "notes": list(reply.notes),
     }
+    if reply.HasField("detected_face"):
+        summary["detected_face"] = json_format.MessageToDict(reply.detected_face)
     if reply.HasField("registration"):  # the fitted face model: textured GLB and its figures
         reg, xy = reply.registration, list(reply.registration.landmarks68_2d.xy)
         written.append(out / f"{stem}_registered.glb")
@@ -139,18 +153,56 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                     progress.write(f"{photo}: FAILED: {detail}", file=sys.stderr)
                 else:
                     save(reply.response, photo.stem, args.out, args.format)
+                    if reply.response.notes:
+                        progress.write(f"{photo}:{notes_of(reply.response)}", file=sys.stderr)
                 progress.update()
         else:
             for photo in photos:
                 try:
                     reply = client.reconstruct(photo.read_bytes(), request_id=photo.name, **options)
                     save(reply, photo.stem, args.out, args.format)
+                    if reply.notes:
+                        progress.write(f"{photo}:{notes_of(reply)}", file=sys.stderr)
                 except grpc.RpcError as error:
                     failures += 1
                     progress.write(f"{photo}: FAILED: {describe_error(error)}", file=sys.stderr)
                 progress.update()
     progress.close()
     return 1 if failures else 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Until the server serves (exit 0), --ready-timeout passes or the --while-pid process is
+    gone (exit 1): for scripts, and for `make run` to say when the model is loaded."""
+    end = time.monotonic() + args.ready_timeout
+    with connect(args, announce=False) as client:
+        while True:
+            step = min(2.0, max(0.0, end - time.monotonic()))
+            try:
+                client.wait_until_ready(step)
+            except ServerNotReady:
+                if time.monotonic() >= end or not _alive(args.while_pid):
+                    raise ServerNotReady(
+                        f"the server at {args.target} was not serving after "
+                        f"{args.ready_timeout:g} s"
+                        if time.monotonic() >= end
+                        else f"process {args.while_pid} ended before {args.target} served"
+                    ) from None
+                continue
+            print(f"{args.target} is serving")
+            return 0
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -175,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cert", type=Path, help="PEM client certificate (mutual TLS)")
         p.add_argument("--key", type=Path, help="PEM client private key (mutual TLS)")
         p.add_argument("--token", help="bearer token (default: $FACERECON_TOKEN)")
+        p.add_argument(
+            "--ready-timeout",
+            type=float,
+            default=DEFAULT_READY_TIMEOUT_S,
+            metavar="SECONDS",
+            help="wait this long for a server that is starting or loading its model "
+            "(0: do not wait; default: %(default).0f)",
+        )
 
     rec = sub.add_parser("reconstruct", help="reconstruct photos (files or folders)")
     connection(rec)
@@ -210,15 +270,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="show the served model and the server's limits")
     connection(info)
+
+    wait = sub.add_parser(
+        "wait", help="wait until the server serves (its model loaded): exit 0, else 1"
+    )
+    connection(wait)
+    wait.add_argument(
+        "--while-pid", type=int, help="give up as soon as this process (the server) is gone"
+    )
     return parser
 
 
+def join_negative_values(argv: list[str], options: tuple[str, ...] = ("--views",)) -> list[str]:
+    """argparse reads '--views -60,0,60' as two flags; glue such a value to its flag."""
+    joined: list[str] = []
+    values = iter(argv)
+    for arg in values:
+        if arg in options:
+            value = next(values, None)
+            joined.append(arg if value is None else f"{arg}={value}")
+        else:
+            joined.append(arg)
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = join_negative_values(sys.argv[1:] if argv is None else list(argv))
     args = build_parser().parse_args(argv)
     try:
-        return {"reconstruct": cmd_reconstruct, "info": cmd_info}[args.command](args)
+        commands = {"reconstruct": cmd_reconstruct, "info": cmd_info, "wait": cmd_wait}
+        return commands[args.command](args)
     except grpc.RpcError as error:
         print(f"facerecon-client: {describe_error(error)}", file=sys.stderr)
+        return 1
+    except ServerNotReady as error:
+        print(f"facerecon-client: {error}", file=sys.stderr)
         return 1
 
 

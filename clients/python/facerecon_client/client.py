@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -11,6 +11,7 @@ import grpc
 from facerecon.v1 import service_pb2 as pb
 from facerecon.v1 import service_pb2_grpc
 from facerecon_client.channel import ChannelSettings
+from facerecon_client.ready import DEFAULT_READY_TIMEOUT_S, wait_until_ready
 from facerecon_client.requests import build_request
 from facerecon_client.retry import DEFAULT_RETRY, Deadline, RetryPolicy, retryable
 
@@ -19,13 +20,37 @@ INFO_TIMEOUT_S = 10.0
 
 
 class FaceReconClient:
-    """`FaceReconClient("host:port", token=..., tls=True, root_certificates=Path(...))`."""
+    """`FaceReconClient("host:port", token=..., tls=True, root_certificates=Path(...))`.
 
-    def __init__(self, target: str, *, retry: RetryPolicy = DEFAULT_RETRY, **settings: Any):
+    Before its first call the client waits, at most `ready_timeout_s` (0: not at all), for a
+    server that is still starting or loading its model (`wait_until_ready`); `on_wait` is
+    told once, in words, when it has to wait. Then `facerecon_client.ServerNotReady`."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+        on_wait: Callable[[str], None] | None = None,
+        **settings: Any,
+    ):
         self.settings = ChannelSettings(target, **settings)
         self.retry = retry
+        self.ready_timeout_s = ready_timeout_s
+        self.on_wait = on_wait
+        self._ready = False
         self.channel = self.settings.channel()
         self.stub = service_pb2_grpc.FaceReconServiceStub(self.channel)
+
+    def wait_until_ready(self, timeout_s: float | None = None) -> None:
+        """Wait until the server's health check says SERVING (the model is loaded), at most
+        `timeout_s` (default: the client's `ready_timeout_s`); ServerNotReady after that."""
+        timeout_s = self.ready_timeout_s if timeout_s is None else timeout_s
+        wait_until_ready(
+            self.channel, self.settings.target, timeout_s, self.settings.metadata(), self.on_wait
+        )
+        self._ready = True
 
     def reconstruct(
         self,
@@ -46,6 +71,8 @@ class FaceReconClient:
     ) -> Iterator[pb.ReconstructStreamResponse]:
         """Reconstruct many photos over one stream; replies arrive in completion order, each
         tagged with its request's id, errors in-band (`reply.error`). Not retried."""
+        if not self._ready:
+            self.wait_until_ready()
         messages = (pb.ReconstructStreamRequest(request=r) for r in requests)
         return self.stub.ReconstructStream(
             messages, timeout=timeout, metadata=self.settings.metadata()
@@ -55,6 +82,8 @@ class FaceReconClient:
         return self._unary(self.stub.GetModelInfo, pb.GetModelInfoRequest(), timeout)
 
     def _unary(self, method, request, timeout: float | None):
+        if not self._ready:
+            self.wait_until_ready()
         deadline = Deadline(timeout)
         delays = self.retry.delays()
         while True:

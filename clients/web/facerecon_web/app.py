@@ -55,7 +55,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # One channel for all requests, opened on the event loop that serves them.
-        app.state.client = AsyncFaceReconClient(settings.service)
+        # No waiting for readiness: the page answers at once (503 while the model loads).
+        app.state.client = AsyncFaceReconClient(settings.service, ready_timeout_s=0)
         try:
             yield
         finally:

@@ -40,6 +40,12 @@ def reply_json(reply: pb.ReconstructResponse, result_id: str, files: dict[str, b
         "id": result_id,
         "model": {"name": reply.model.name, "version": reply.model.version},
         "pose": pose,
+        # how the service found the face, and what it says about it (e.g. no face found: the
+        # whole photo was taken as the face crop)
+        "face_source": types.FaceSource.Name(reply.face_source)
+        .removeprefix("FACE_SOURCE_")
+        .lower(),
+        "notes": list(reply.notes),
         "timings_ms": {k: round(v, 1) for k, v in reply.timings_ms.items()},
         "views": [view_json(v) for v in reply.views],
         "frontal": view_json(reply.frontal_view) if reply.HasField("frontal_view") else None,

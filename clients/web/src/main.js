@@ -106,6 +106,9 @@ function showResult(result, totalMs) {
   $("pose").textContent = pose
     ? `yaw ${pose.yaw}°, pitch ${pose.pitch}°, roll ${pose.roll}°`
     : "—";
+  // what the service said about the photo, e.g. that it found no face and used all of it
+  $("notes").textContent = (result.notes ?? []).join(" ");
+  $("notes").hidden = !(result.notes ?? []).length;
   $("model").textContent = `${result.model.name} ${result.model.version}`;
   showFitted(result);
   const timings = { ...result.timings_ms, browser: totalMs };
