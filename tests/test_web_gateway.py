@@ -77,6 +77,16 @@ def test_reconstructs_a_photo_and_serves_its_meshes(web, astronaut_jpeg):
     assert [(v["yaw"], v["pitch"]) for v in body["views"]] == [(-30, 0), (30, 0)]
     assert body["views"][0]["src"].startswith("data:image/png;base64,")
     assert body["frontal"] is not None
+    assert body["face_source"] == "detector" and body["notes"] == []
+
+
+def test_the_page_hears_when_no_face_was_found(web):
+    grey = io.BytesIO()
+    Image.fromarray(np.full((240, 200, 3), 128, np.uint8)).save(grey, format="PNG")
+    reply = post_photo(web, grey.getvalue(), "image/png")
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["face_source"] == "whole_image" and "found no face" in body["notes"][0]
 
     assert set(body["meshes"]) == {"glb", "ply", "obj"}
     for kind, file in body["meshes"].items():
