@@ -4,7 +4,8 @@
 #   docker build --target cuda -t facerecon:0.1.0-cuda .
 #
 # Both run `facerecon serve` (what `make run` runs) as an unprivileged user, serve gRPC on
-# 50051 and Prometheus metrics on 9464, and carry the checkpoint in weights/ (bake it in by
+# 50051 and Prometheus metrics on 9464 (bound to loopback unless FACERECON_METRICS_ADDRESS is
+# set, e.g. to 0.0.0.0 as k8s/base/config.env does, to be scraped), and carry the checkpoint in weights/ (bake it in by
 # building from a checkout that has weights/facerecon.pt; or mount a checkpoint anywhere
 # and point FACERECON_WEIGHTS at it: see k8s/README.md). There is no HEALTHCHECK: the
 # orchestrator probes the standard grpc.health.v1 service (k8s/base/deployment.yaml).
