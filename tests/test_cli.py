@@ -133,3 +133,18 @@ def test_registration_without_the_face_model_says_how_to_get_it(
     assert main(argv) == 2
     assert "import-face-model" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_summary_says_when_no_face_was_found(tmp_path, tiny_weights, capsys):
+    from PIL import Image
+
+    from facerecon.reconstructor import NO_FACE_FOUND
+
+    photo = tmp_path / "grey.png"
+    Image.fromarray(np.full((240, 200, 3), 128, np.uint8)).save(photo)
+    argv = ["reconstruct", str(photo), "--out", str(tmp_path / "out"), "--weights",
+            str(tiny_weights), "--device", "cpu", "--views="]  # fmt: skip
+    assert main(argv) == 0
+    assert f"[{NO_FACE_FOUND}]" in capsys.readouterr().out
+    assert main([*argv, "--no-detector"]) == 0  # no detector, nothing to say
+    assert "found no face" not in capsys.readouterr().out

@@ -5,6 +5,7 @@ Locally (Reconstructor) and over gRPC (a real server, real channel)."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from grpc_harness import RunningServer
 from PIL import Image
 
 from facerecon.detect import SHIPPED_DETECTOR, YuNetDetector, detector_path
+from facerecon.image import decode_image
 from facerecon.reconstructor import (
     DEFAULT_WEIGHTS,
     NO_FACE_FOUND,
@@ -27,6 +29,7 @@ from facerecon_client import build_request, mesh_arrays
 # skimage's astronaut (Eileen Collins), 512×512, her face (as test_detect.py has it)
 ASTRONAUT_BOX = np.array([178, 63, 268, 176])
 NO_VIEWS = ReconstructOptions(frontal=False, pose=False)
+UTKFACE = Path(__file__).resolve().parents[2] / "shared" / "realfaces" / "utkface" / "crop_part1"
 
 
 def jpeg(image: np.ndarray) -> bytes:
@@ -88,6 +91,17 @@ def test_a_whole_photo_lands_on_the_face_with_the_shipped_model(monkeypatch):
     xy = result.mesh.vertices[:, :2]
     assert inside(xy, ASTRONAUT_BOX, spare=25).mean() > 0.9  # the head: a little past the box
     np.testing.assert_allclose(np.median(xy, axis=0), ASTRONAUT_BOX.reshape(2, 2).mean(0), atol=20)
+    # a tight crop of her face, and a UTKFace crop: the face fills them, and so does the mesh
+    x0, y0, x1, y1 = ASTRONAUT_BOX
+    tight = np.ascontiguousarray(skimage.data.astronaut()[y0 - 10 : y1 + 10, x0 - 10 : x1 + 10])
+    crops = [tight] + [decode_image(f.read_bytes()) for f in sorted(UTKFACE.glob("*.jpg"))[:1]]
+    for crop in crops:
+        result = rec(crop, options=NO_VIEWS)
+        height, width = crop.shape[:2]
+        centre = np.median(result.mesh.vertices[:, :2], axis=0) / (width, height)
+        assert np.abs(centre - 0.5).max() < 0.2
+        span = np.ptp(result.mesh.vertices[:, :2], axis=0)
+        assert span[0] > 0.5 * width and span[1] > 0.5 * height
     # the same photo taken whole, as the service did by default before: not on her face
     whole = Reconstructor(device="cpu", detector=None)(
         jpeg(skimage.data.astronaut()), options=NO_VIEWS
