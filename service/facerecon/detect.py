@@ -14,10 +14,10 @@ crop. With one, detections come largest face first (the subject of a portrait), 
 and, where the model gives them, 5 landmarks in the order `facerecon.crop` expects (the
 subject's right eye, i.e. image left, left eye, nose tip, right and left mouth corners). Big
 pictures are shrunk so that their longer side is at most `max_side` px before detection: a face
-worth reconstructing stays large enough. Then (YuNet) black margins of a third of the longer side are
-added: a face that fills the frame or runs off its edge (a tight crop, a profile) is found far
-more often and with its whole box (CFP profiles: 98.8 % right instead of 97.8 %, a wrong or cut
-box 0.4 % instead of 1.1 %), for a few ms.
+worth reconstructing stays large enough. Then (YuNet only) black margins of a third of the
+longer side are added: a face that fills the frame or runs off its edge (a tight crop, a
+profile) is found more often and with its whole box (CFP profiles: 98.8 % right instead of
+97.8 %, a wrong or cut box 0.4 % instead of 1.1 %), for a few ms.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ SHIPPED_DETECTOR = Path(__file__).resolve().parents[2] / "weights" / SHIPPED_DET
 DEFAULT = "default"  # Reconstructor(detector=DEFAULT): $FACERECON_DETECTOR, else the shipped one
 NONE_WORDS = {"", "none", "off"}  # what turns the detector off in flags and the variable
 MARGIN = 1 / 3  # black margins added before detection, per side, × the longer side
+_CV_LOG = threading.Lock()  # OpenCV's log level is process-wide
 _YUNET_OUTPUTS = {"cls_8", "obj_8", "bbox_8", "kps_8"}
 _SCRFD_OUTPUT_COUNTS = {6, 9, 10, 15}  # 3 or 5 strides, without or with keypoints
 
@@ -101,7 +102,18 @@ class YuNetDetector(FaceDetector):
         self, path: Path, score_threshold: float = 0.6, max_side: int = 640, margin: float = MARGIN
     ) -> None:
         super().__init__(max_side, margin)
-        self._model = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, 0.3)
+        # OpenCV 5 warns on stderr ("setPreferableTarget ... not supported by the new graph
+        # engine") whenever a detector is made, for the CPU target it has to set: now on every
+        # start, since the detector is on by default. Its log is quieted while it is made.
+        with _CV_LOG:
+            level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+            try:
+                self._model = cv2.FaceDetectorYN.create(
+                    str(path), "", (320, 320), score_threshold, 0.3
+                )
+            finally:
+                cv2.utils.logging.setLogLevel(level)
 
     def _detect(self, bgr: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None, float]]:
         self._model.setInputSize((bgr.shape[1], bgr.shape[0]))
