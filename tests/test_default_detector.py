@@ -155,3 +155,14 @@ def test_the_reply_says_how_the_face_was_found(tiny, tiny_weights):
         assert reply.face_source == types.FACE_SOURCE_WHOLE_IMAGE and not reply.notes
         vertices = mesh_arrays(reply.mesh.raw)["vertices"]
         assert not inside(vertices[:, :2], ASTRONAUT_BOX, spare=40).all()
+
+
+def test_making_the_detector_prints_nothing():
+    """OpenCV 5 warned on stderr every time YuNet was made; with the detector on by default
+    that would be every start of every command."""
+    import subprocess
+    import sys
+
+    code = "from facerecon.detect import SHIPPED_DETECTOR as s, load_detector; load_detector(s)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "" and done.stdout == ""
