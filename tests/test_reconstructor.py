@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
+import torch
 
 from facerecon.errors import InputError
-from facerecon.reconstructor import ReconstructOptions, Reconstructor, WeightsNotFound
+from facerecon.models import create_model, save_checkpoint
+from facerecon.reconstructor import (
+    CPU_BF16_TOLERANCE,
+    ReconstructOptions,
+    Reconstructor,
+    WeightsNotFound,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +33,12 @@ def test_staged_and_one_call_paths_agree(reconstructor, astronaut_jpeg):
     assert face.crop.shape == (192, 192, 3) and face.crop.dtype == np.float32
     (volume,) = reconstructor.predict([face])
     assert volume.shape == (200, 192, 192) and face.timings_ms["network"] > 0
-    assert 0.0 <= volume.min() and volume.max() <= 1.0
+    assert volume.logits.shape == (200, 48, 48)  # the full volume is made only on demand
+    full = volume.probability()
+    assert full.shape == (200, 192, 192) and 0.0 <= full.min() and full.max() <= 1.0
     batch = reconstructor.predict([face, face])
-    np.testing.assert_allclose(batch[0], volume, atol=1e-4)
+    np.testing.assert_allclose(batch[0].logits, volume.logits, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(batch[1]), batch[1].probability())
 
 
 def test_a_synthetic_volume_becomes_a_mesh_in_image_pixels(reconstructor, astronaut):
@@ -76,3 +86,39 @@ def test_bad_arrays_are_refused(reconstructor):
         reconstructor(np.zeros((100, 100), np.uint8))
     with pytest.raises(InputError):
         reconstructor(np.zeros((100, 100, 3), np.float32))
+
+
+@pytest.mark.parametrize("variant", ["vrn-tiny", "vrn-light"])
+def test_bf16_network_stays_within_its_stated_tolerance_of_fp32(variant, astronaut, tmp_path):
+    """bfloat16 autocast on the CPU (the default where the CPU has it) moves the logits by
+    at most CPU_BF16_TOLERANCE of the largest fp32 logit, a tenth of that on average:
+    random weights, batch-norm statistics and biases, so that every layer matters."""
+    torch.manual_seed(1)
+    model = create_model(variant)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.1)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0.0, 0.1)
+    path = tmp_path / "random.pt"
+    save_checkpoint(path, model, variant, half=False)
+    fp32 = Reconstructor(path, device="cpu", precision="fp32")
+    bf16 = Reconstructor(path, device="cpu", precision="bf16")
+    assert not fp32.autocast_bf16 and bf16.autocast_bf16 and fp32.info.variant == variant
+    face = fp32.prepare(astronaut)
+    reference = fp32.predict([face])[0].logits
+    low = bf16.predict([face])[0].logits
+    scale = np.abs(reference).max()
+    error = np.abs(low - reference)
+    assert error.max() <= CPU_BF16_TOLERANCE * scale
+    assert error.mean() <= CPU_BF16_TOLERANCE / 10 * scale
+    assert error.max() > 0  # it did run in bfloat16
+
+
+def test_precision_is_checked(tiny_weights, monkeypatch):
+    with pytest.raises(ValueError, match="precision"):
+        Reconstructor(tiny_weights, device="cpu", precision="fp8")
+    monkeypatch.setenv("FACERECON_PRECISION", "fp32")
+    assert not Reconstructor(tiny_weights, device="cpu").autocast_bf16

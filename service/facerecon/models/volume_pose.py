@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facerecon.pose import Pose, pose_from_rotation
+from facerecon.volume import CoarseVolume
 
 POOL = 4  # 192 -> 48: the VRN logits' resolution
 
@@ -75,9 +76,14 @@ class VolumePose(nn.Module):
 
 
 @torch.inference_mode()
-def estimate_volume_pose(model: VolumePose, volume: np.ndarray | torch.Tensor) -> Pose:
-    """The head pose in one occupancy volume in [0, 1]: `(slices, 192, 192)` (pooled here)
-    or already pooled `(slices, 48, 48)`."""
+def estimate_volume_pose(
+    model: VolumePose, volume: np.ndarray | torch.Tensor | CoarseVolume
+) -> Pose:
+    """The head pose in one occupancy volume in [0, 1]: `(slices, 192, 192)` (pooled here),
+    already pooled `(slices, 48, 48)`, or the network's `CoarseVolume` (pooled exactly,
+    without making the full volume)."""
+    if isinstance(volume, CoarseVolume):
+        volume = volume.pooled()
     x = torch.as_tensor(volume, dtype=torch.float32)[None]
     if x.shape[-1] != model.config.size:
         x = pool_volume(x)
