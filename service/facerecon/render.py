@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -64,6 +66,8 @@ def render_views(
     )
     shade = AMBIENT + DIFFUSE * normals[..., 2].clamp(min=0.0)  # (N, V): Gouraud
     vertex_rgb = albedo[None] * shade[..., None]  # (N, V, 3)
+    if torch.device(device).type == "cpu" and (gl := _gl_renderer()) is not None:
+        return gl.render(points.numpy(), vertex_rgb.numpy(), mesh.faces, size, background)
 
     faces = torch.from_numpy(mesh.faces).to(device, torch.long)
     pixel, view_face, bary = _rasterize(points, faces, front, size)
@@ -301,3 +305,111 @@ def _affine(coefficients: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> t
     (T, C, 1): returns `(T, C, K)`."""
     a, b, c = coefficients[:, :, None, :]
     return a * dx + b * dy + c
+
+
+# --- OpenGL (Mesa's llvmpipe through EGL, no display) ------------------------------------------
+
+RENDERERS = ("auto", "gl", "torch")
+_gl_local = threading.local()
+
+
+def _gl_renderer() -> _GLRenderer | None:
+    """This thread's OpenGL renderer (a GL context is bound to the thread that made it), or
+    None where $FACERECON_RENDERER is "torch" or no headless context can be made (no
+    moderngl, no EGL): `render_views` then rasterises in torch."""
+    choice = os.environ.get("FACERECON_RENDERER", "auto")
+    if choice not in RENDERERS:
+        raise ValueError(f"FACERECON_RENDERER must be one of {RENDERERS}, got {choice!r}")
+    if choice == "torch":
+        return None
+    renderer = getattr(_gl_local, "renderer", False)
+    if renderer is False:
+        try:
+            renderer = _GLRenderer()
+        except Exception:  # noqa: BLE001 - any failure to make a context: the torch path
+            if choice == "gl":
+                raise
+            renderer = None
+        _gl_local.renderer = renderer
+    return renderer
+
+
+class _GLRenderer:
+    """The same pictures as the torch rasteriser (orthographic, Gouraud colours per vertex,
+    back faces culled, nearest surface wins, pixel centres sampled), by OpenGL: all views of
+    a call go into one framebuffer, side by side, and come back in one read."""
+
+    VERTEX = """#version 330
+        uniform vec2 scale;
+        in vec3 position;  // column, row, depth in pixels (depth: +z towards the camera)
+        in vec3 color;
+        out vec3 rgb;
+        void main() {
+            gl_Position = vec4((position.x + 0.5) * scale.x - 1.0,
+                               1.0 - (position.y + 0.5) * scale.y,
+                               -position.z * scale.y * 0.5, 1.0);
+            rgb = color;
+        }"""
+    FRAGMENT = """#version 330
+        in vec3 rgb;
+        out vec4 colour;
+        void main() { colour = vec4(rgb / 255.0, 1.0); }"""
+
+    def __init__(self) -> None:
+        import moderngl
+
+        self.gl = moderngl
+        self.ctx = moderngl.create_standalone_context(backend="egl")
+        self.program = self.ctx.program(vertex_shader=self.VERTEX, fragment_shader=self.FRAGMENT)
+        self.targets: dict[tuple[int, int], object] = {}
+
+    def render(
+        self, points: np.ndarray, rgb: np.ndarray, faces: np.ndarray, size: int,
+        background: tuple[int, int, int] | None,
+    ) -> np.ndarray:  # fmt: skip
+        """(N, V, 3) pixel positions and (N, V, 3) colours in 0..255 -> (N, size, size, 4)."""
+        with self.ctx:  # current on this thread, whatever other context was made since
+            return self._render(points, rgb, faces, size, background)
+
+    def _render(
+        self, points: np.ndarray, rgb: np.ndarray, faces: np.ndarray, size: int,
+        background: tuple[int, int, int] | None,
+    ) -> np.ndarray:  # fmt: skip
+        n = len(points)
+        ctx = self.ctx
+        fbo = self._target(size, n)
+        fbo.use()
+        clear = (
+            (0.0, 0.0, 0.0, 0.0) if background is None else (*(c / 255 for c in background), 1.0)
+        )
+        fbo.clear(*clear, depth=1.0)
+        ctx.enable(self.gl.DEPTH_TEST | self.gl.CULL_FACE)
+        self.program["scale"].value = (2.0 / size, 2.0 / size)
+        index = ctx.buffer(np.ascontiguousarray(faces, dtype=np.int32))
+        data = np.concatenate([points, rgb], axis=2).astype(np.float32)  # (N, V, 6)
+        buffer = ctx.buffer(reserve=data[0].nbytes)
+        vao = ctx.vertex_array(self.program, [(buffer, "3f 3f", "position", "color")], index,
+                               index_element_size=4)  # fmt: skip
+        for view in range(n):
+            buffer.write(data[view])
+            ctx.viewport = (view * size, 0, size, size)
+            vao.render(self.gl.TRIANGLES)
+        pixels = np.frombuffer(fbo.read(components=4, alignment=1), np.uint8)
+        for resource in (vao, buffer, index):
+            resource.release()
+        # rows come bottom-up; the views lie side by side
+        images = pixels.reshape(size, n, size, 4)[::-1].transpose(1, 0, 2, 3)
+        return np.ascontiguousarray(images)
+
+    def _target(self, size: int, n: int):
+        key = (size, n)
+        if key not in self.targets:
+            if len(self.targets) > 8:  # sizes vary per request: keep a few
+                for fbo in self.targets.values():
+                    fbo.release()
+                self.targets.clear()
+            ctx = self.ctx
+            self.targets[key] = ctx.framebuffer(
+                ctx.renderbuffer((size * n, size)), ctx.depth_renderbuffer((size * n, size))
+            )
+        return self.targets[key]
