@@ -22,6 +22,8 @@ from facerecon_client import FaceReconClient
 from facerecon_client.retry import RetryPolicy
 
 NO_RETRY = RetryPolicy(attempts=1)
+# clients the server must turn away: no retries, no waiting for the server to look ready
+REFUSED = dict(retry=NO_RETRY, ready_timeout_s=0)
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +98,11 @@ def test_tls_serves_clients_that_trust_the_ca(reconstructor, pki):
         target = f"localhost:{server.port}"
         with FaceReconClient(target, root_certificates=pki["ca"]) as client:
             assert _info(client).model.name == "vrn-tiny"
-        with FaceReconClient(target, root_certificates=pki["stranger"], retry=NO_RETRY) as client:
+        with FaceReconClient(target, root_certificates=pki["stranger"], **REFUSED) as client:
             with pytest.raises(grpc.RpcError) as caught:
                 _info(client)
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        with FaceReconClient(target, retry=NO_RETRY) as plaintext:  # no TLS at all
+        with FaceReconClient(target, **REFUSED) as plaintext:  # no TLS at all
             with pytest.raises(grpc.RpcError) as caught:
                 _info(plaintext)
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -119,7 +121,7 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(reconstructor, pki):
             client_cert = (
                 dict(certificate_chain=pki[cert], private_key=pki[f"{cert}_key"]) if cert else {}
             )
-            with FaceReconClient(target, **trusted, **client_cert, retry=NO_RETRY) as client:
+            with FaceReconClient(target, **trusted, **client_cert, **REFUSED) as client:
                 with pytest.raises(grpc.RpcError) as caught:
                     _info(client)
                 assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from facerecon.reconstructor import Reconstructor, WeightsNotFound
 from facerecon.server.auth import BearerTokenInterceptor
-from facerecon.server.batcher import DynamicBatcher, _joined
+from facerecon.server.batcher import DynamicBatcher, join_threads
 from facerecon.server.config import ServerConfig
 from facerecon.server.memory import memory_budget, rss_bytes
 from facerecon.server.metrics import ServerMetrics
@@ -203,7 +203,7 @@ class FaceReconServer:
         if self._batcher is not None:
             stopped = await self._batcher.stop(max(0.0, end - loop.time()))
         self.pool.shutdown(wait=False, cancel_futures=True)
-        stopped = await _joined(self.pool, max(0.0, end - loop.time())) and stopped
+        stopped = await join_threads(self.pool, max(0.0, end - loop.time())) and stopped
         self.metrics.close()
         self._stopped.set()
         if not stopped:

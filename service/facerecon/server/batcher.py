@@ -67,7 +67,7 @@ class DynamicBatcher(Generic[In, Out]):
             future.cancel()
             release()
         self._thread.shutdown(wait=False, cancel_futures=True)
-        return await _joined(self._thread, timeout)
+        return await join_threads(self._thread, timeout)
 
     async def submit(self, item: In, release: Callable[[], None] = lambda: None) -> Out:
         """The prediction for `item`, computed in some batch. `release` is called once the
@@ -124,7 +124,7 @@ class DynamicBatcher(Generic[In, Out]):
                 future.set_result(output)
 
 
-async def _joined(pool: ThreadPoolExecutor, timeout: float | None) -> bool:
+async def join_threads(pool: ThreadPoolExecutor, timeout: float | None) -> bool:
     """Whether `pool`'s threads (already told to shut down) end within `timeout` seconds."""
     threads = list(getattr(pool, "_threads", ()))
     loop = asyncio.get_running_loop()
