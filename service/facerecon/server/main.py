@@ -1,7 +1,9 @@
 """`facerecon serve` / `python -m facerecon.server`: run the server until SIGTERM or SIGINT.
 
 On the signal, health turns NOT_SERVING (load balancers stop sending), new calls are
-refused, and calls in flight get `--grace-period-s` seconds to finish.
+refused, and calls in flight get `--grace-period-s` seconds to finish; the process exits
+within that period (`FaceReconServer.stop`). Settings that cannot work (a token source with no
+token, TLS files that do not fit) end it at once with exit status 2 and a JSON line saying why.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
+
+from PIL import Image
 
 from facerecon.reconstructor import WeightsNotFound
 from facerecon.server.app import create_server
@@ -71,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status."""
     config = ServerConfig.from_args(argv)
     configure_logging(config.log_level, capture_stderr=True)
+    # Pillow warns of images over ~89 MP; the server refuses anything over --max-pixels (40 MP)
+    # from the header anyway, so each such request would only add a warning line to the log.
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     try:
         stopped = asyncio.run(serve(config))
     except WeightsNotFound as error:
