@@ -90,7 +90,7 @@ def test_bad_arrays_are_refused(reconstructor):
 
 @pytest.mark.parametrize("variant", ["vrn-tiny", "vrn-light"])
 def test_bf16_network_stays_within_its_stated_tolerance_of_fp32(variant, astronaut, tmp_path):
-    """bfloat16 autocast on the CPU (the default where the CPU has it) moves the logits by
+    """bfloat16 on the CPU (the default where the CPU has it natively) moves the logits by
     at most CPU_BF16_TOLERANCE of the largest fp32 logit, a tenth of that on average:
     random weights, batch-norm statistics and biases, so that every layer matters."""
     torch.manual_seed(1)
@@ -106,7 +106,7 @@ def test_bf16_network_stays_within_its_stated_tolerance_of_fp32(variant, astrona
     save_checkpoint(path, model, variant, half=False)
     fp32 = Reconstructor(path, device="cpu", precision="fp32")
     bf16 = Reconstructor(path, device="cpu", precision="bf16")
-    assert not fp32.autocast_bf16 and bf16.autocast_bf16 and fp32.info.variant == variant
+    assert not fp32.cpu_bf16 and bf16.cpu_bf16 and fp32.info.variant == variant
     face = fp32.prepare(astronaut)
     reference = fp32.predict([face])[0].logits
     low = bf16.predict([face])[0].logits
@@ -121,4 +121,4 @@ def test_precision_is_checked(tiny_weights, monkeypatch):
     with pytest.raises(ValueError, match="precision"):
         Reconstructor(tiny_weights, device="cpu", precision="fp8")
     monkeypatch.setenv("FACERECON_PRECISION", "fp32")
-    assert not Reconstructor(tiny_weights, device="cpu").autocast_bf16
+    assert not Reconstructor(tiny_weights, device="cpu").cpu_bf16
