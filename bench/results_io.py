@@ -10,7 +10,10 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# $FACERECON_BENCH_RESULTS puts them elsewhere (bench/gpu.sh: a GPU run's own folder)
+RESULTS = Path(
+    os.environ.get("FACERECON_BENCH_RESULTS", Path(__file__).resolve().parent / "results")
+)
 
 
 def machine() -> dict:

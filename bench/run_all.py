@@ -13,6 +13,7 @@ BENCHMARKS = [
     "bench.bench_model",
     "bench.bench_geometry",
     "bench.bench_pipeline",
+    "bench.bench_speed",  # issue 18: the pipeline before and after, interleaved
     "bench.bench_engine",
     "bench.bench_registration",
     "bench.bench_server",
