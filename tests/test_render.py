@@ -205,3 +205,13 @@ def test_opengl_and_torch_draw_the_same_pictures(renderer, monkeypatch):
     with pytest.raises(ValueError, match="FACERECON_RENDERER"):
         monkeypatch.setenv("FACERECON_RENDERER", "vulkan")
         render_views(mesh, angles, 64)
+
+
+def test_one_rotation_per_view_draws_what_separate_calls_draw():
+    mesh = two_coloured_sphere()
+    turns = np.stack([Pose(20, -10, 5).matrix().T, Pose(-50, 0, 0).matrix()])
+    both = render_views(mesh, [(0, 0), (10, 5)], 64, rotation=turns)
+    np.testing.assert_array_equal(both[0], render_views(mesh, [(0, 0)], 64, rotation=turns[0])[0])
+    np.testing.assert_array_equal(both[1], render_views(mesh, [(10, 5)], 64, rotation=turns[1])[0])
+    with pytest.raises(ValueError, match="one 3x3 per view"):
+        render_views(mesh, [(0, 0)], 64, rotation=turns)

@@ -403,20 +403,19 @@ class Reconstructor:
         # every view with the full rotation (y-up frame) that turned the mesh into it
         rendered: list[tuple[View, np.ndarray]] = []
         with _Timer(timings, "render"):
-            size, background = options.view_size, options.background
-            if options.views:
-                images = render_views(shown, options.views, size, background)
-                for (yaw, pitch), image in zip(options.views, images, strict=True):
-                    rendered.append((View(yaw, pitch, image), rotation_matrix(yaw, pitch)))
+            # every view in one call: (yaw, pitch) label and the turn that shows it
+            wanted = [((yaw, pitch), rotation_matrix(yaw, pitch)) for yaw, pitch in options.views]
             if options.frontal:
-                turn = pose.matrix().T
-                image = render_views(shown, [(0.0, 0.0)], size, background, rotation=turn)[0]
-                rendered.append((View(0.0, 0.0, image), turn))
+                wanted.append(((0.0, 0.0), pose.matrix().T))
             if options.target_pose is not None:
                 target = options.target_pose
-                turn = turn_to(pose, target)
-                image = render_views(shown, [(0.0, 0.0)], size, background, rotation=turn)[0]
-                rendered.append((View(target.yaw, target.pitch, image), turn))
+                wanted.append(((target.yaw, target.pitch), turn_to(pose, target)))
+            if wanted:
+                turns = np.stack([turn for _, turn in wanted])
+                images = render_views(shown, [(0.0, 0.0)] * len(wanted), options.view_size,
+                                      options.background, rotation=turns)  # fmt: skip
+                for ((yaw, pitch), turn), image in zip(wanted, images, strict=True):
+                    rendered.append((View(yaw, pitch, image), turn))
         if options.chips or options.visibility:
             with _Timer(timings, "chips"):
                 landmarks = seen = None

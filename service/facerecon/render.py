@@ -45,7 +45,8 @@ def render_views(
     """RGBA uint8 images `(N, size, size, 4)`, one per (yaw, pitch) in degrees.
 
     The background is transparent (alpha 0) when `background` is None, else that opaque
-    colour; the head has alpha 255. `rotation` (3x3, y-up frame) is applied before each view.
+    colour; the head has alpha 255. `rotation` (3x3, y-up frame; or (N, 3, 3), one per view)
+    is applied before each view.
     """
     rotations = _view_rotations(angles, rotation)
     _check_size(size)
@@ -138,16 +139,17 @@ def _check_background(background: tuple[int, int, int] | None) -> None:
 def _view_rotations(
     angles: Sequence[tuple[float, float]], rotation: np.ndarray | None
 ) -> np.ndarray:
-    """(N, 3, 3) y-up-frame rotations: the view's `Rx(pitch) @ Ry(yaw)` after `rotation`."""
+    """(N, 3, 3) y-up-frame rotations: the view's `Rx(pitch) @ Ry(yaw)` after `rotation`
+    (one 3x3 for every view, or one per view)."""
     pre = np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64)
-    if pre.shape != (3, 3):
-        raise ValueError(f"rotation must be 3x3, got {pre.shape}")
+    if pre.shape != (3, 3) and pre.shape != (len(angles), 3, 3):
+        raise ValueError(f"rotation must be 3x3 or one 3x3 per view, got {pre.shape}")
     rotations = []
-    for view in angles:
+    for i, view in enumerate(angles):
         if len(view) != 2 or not all(math.isfinite(a) for a in view):
             raise InputError("each view needs a finite (yaw, pitch) in degrees", field="views")
         yaw, pitch = view
-        rotations.append(rotation_matrix(yaw, pitch, 0.0) @ pre)
+        rotations.append(rotation_matrix(yaw, pitch, 0.0) @ (pre if pre.ndim == 2 else pre[i]))
     if not rotations:
         raise InputError("at least one view is needed", field="views")
     return np.stack(rotations)
