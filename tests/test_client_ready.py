@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 from grpc_harness import RunningServer
@@ -82,10 +83,17 @@ def test_the_wait_is_bounded_and_says_why(loading, astronaut_jpeg):
         with pytest.raises(ServerNotReady, match="not ready after 0.5 s.*model is loading"):
             client.reconstruct(astronaut_jpeg)
     assert time.monotonic() - start < 2.5
-    # nothing listening at all: the same bounded wait, then the same error
-    with FaceReconClient(f"127.0.0.1:{closed_port()}", ready_timeout_s=1) as client:
-        with pytest.raises(ServerNotReady, match="is it running"):
+
+
+def test_an_unreachable_server_is_not_waited_for():
+    """Nothing listening (or a TLS handshake refused: test_server_security.py) is not a server
+    loading its model: the call fails at once with gRPC's own error, as before."""
+    start = time.monotonic()
+    with FaceReconClient(f"127.0.0.1:{closed_port()}") as client:
+        with pytest.raises(grpc.RpcError) as caught:
             client.model_info()
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - start < 15  # the call's own retries, not the 60 s wait
 
 
 def test_cli_waits_or_gives_up_as_told(loading, astronaut_jpeg, tmp_path, capsys):

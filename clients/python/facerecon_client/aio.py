@@ -37,13 +37,20 @@ class AsyncFaceReconClient:
         self.channel = self.settings.aio_channel()
         self.stub = service_pb2_grpc.FaceReconServiceStub(self.channel)
 
-    async def wait_until_ready(self, timeout_s: float | None = None) -> None:
+    async def wait_until_ready(
+        self, timeout_s: float | None = None, wait_for_connection: bool = False
+    ) -> bool:
         """See FaceReconClient.wait_until_ready."""
         timeout_s = self.ready_timeout_s if timeout_s is None else timeout_s
-        await wait_until_ready_async(
-            self.channel, self.settings.target, timeout_s, self.settings.metadata(), self.on_wait
+        self._ready = await wait_until_ready_async(
+            self.channel,
+            self.settings.target,
+            timeout_s,
+            self.settings.metadata(),
+            self.on_wait,
+            wait_for_connection,
         )
-        self._ready = True
+        return self._ready
 
     async def reconstruct(
         self,

@@ -179,7 +179,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
         while True:
             step = min(2.0, max(0.0, end - time.monotonic()))
             try:
-                client.wait_until_ready(step)
+                client.wait_until_ready(step, wait_for_connection=True)
             except ServerNotReady:
                 if time.monotonic() >= end or not _alive(args.while_pid):
                     raise ServerNotReady(

@@ -43,14 +43,23 @@ class FaceReconClient:
         self.channel = self.settings.channel()
         self.stub = service_pb2_grpc.FaceReconServiceStub(self.channel)
 
-    def wait_until_ready(self, timeout_s: float | None = None) -> None:
+    def wait_until_ready(
+        self, timeout_s: float | None = None, wait_for_connection: bool = False
+    ) -> bool:
         """Wait until the server's health check says SERVING (the model is loaded), at most
-        `timeout_s` (default: the client's `ready_timeout_s`); ServerNotReady after that."""
+        `timeout_s` (default: the client's `ready_timeout_s`); ServerNotReady after that. A
+        server that cannot be reached ends the wait at once unless `wait_for_connection`.
+        True once it served; False when there was nothing to wait for (or `timeout_s` 0)."""
         timeout_s = self.ready_timeout_s if timeout_s is None else timeout_s
-        wait_until_ready(
-            self.channel, self.settings.target, timeout_s, self.settings.metadata(), self.on_wait
+        self._ready = wait_until_ready(
+            self.channel,
+            self.settings.target,
+            timeout_s,
+            self.settings.metadata(),
+            self.on_wait,
+            wait_for_connection,
         )
-        self._ready = True
+        return self._ready
 
     def reconstruct(
         self,

@@ -1,9 +1,12 @@
-"""Waiting for a server that is still starting: its port not open yet, or open while the model
-loads (grpc.health.v1 answers NOT_SERVING, the API UNAVAILABLE "model is loading").
+"""Waiting for a server that is still starting: its port open while the model loads
+(grpc.health.v1 answers NOT_SERVING, the API UNAVAILABLE "model is loading"), and, for
+`facerecon-client wait` (`wait_for_connection`), its port not open yet either.
 
 A client waits, bounded (`ready_timeout_s`, 60 s by default; 0 does not wait), before its first
 call, so that a client started right after `make run` succeeds instead of failing; afterwards
-the ordinary retry on UNAVAILABLE (`retry.py`) covers restarts.
+the ordinary retry on UNAVAILABLE (`retry.py`) covers restarts. A server that cannot be reached
+at all (nothing listening, a TLS handshake refused) is not waited for before a call: the call
+itself then fails at once with gRPC's own error, which says why.
 """
 
 from __future__ import annotations
@@ -31,8 +34,15 @@ class ServerNotReady(RuntimeError):
 class _Waiting:
     """One wait's bookkeeping: what the server last said, when to give up, whom to tell."""
 
-    def __init__(self, target: str, timeout_s: float, on_wait: Callable[[str], None] | None):
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float,
+        on_wait: Callable[[str], None] | None,
+        wait_for_connection: bool,
+    ):
         self.target, self.timeout_s, self.on_wait = target, timeout_s, on_wait
+        self.wait_for_connection = wait_for_connection
         self.end = time.monotonic() + timeout_s
         self.last = ""
         self.told = False
@@ -57,13 +67,16 @@ class _Waiting:
         return False
 
     def error(self, error: grpc.RpcError) -> bool:
-        """True when the error means there is nothing to wait for (no health service: the
-        first call tells); re-raises errors that waiting cannot cure."""
+        """True when the error means there is nothing to wait for (no health service, or no
+        connection and `wait_for_connection` is off: the call itself tells); re-raises errors
+        that waiting cannot cure."""
         code = error.code()
         if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND):
             return True
         if code not in WAIT_CODES:
             raise error
+        if not self.wait_for_connection:
+            return True
         self.note(f"{code.name}: {error.details() or 'no answer'}")
         return False
 
@@ -83,21 +96,28 @@ def wait_until_ready(
     timeout_s: float,
     metadata: tuple[tuple[str, str], ...] = (),
     on_wait: Callable[[str], None] | None = None,
-) -> None:
-    """Poll grpc.health.v1 for the service until SERVING; ServerNotReady after `timeout_s`."""
+    wait_for_connection: bool = False,
+) -> bool:
+    """Poll grpc.health.v1 for the service until SERVING (True); ServerNotReady after
+    `timeout_s`.
+
+    Waits while the server says NOT_SERVING (its model loading), and with
+    `wait_for_connection` also while it cannot be reached; without, an unreachable server ends
+    the wait at once (False; the call that follows reports it), as does a server without the
+    health service."""
     if timeout_s <= 0:
-        return
+        return False
     health = health_pb2_grpc.HealthStub(channel)
-    waiting = _Waiting(target, timeout_s, on_wait)
+    waiting = _Waiting(target, timeout_s, on_wait, wait_for_connection)
     request = health_pb2.HealthCheckRequest(service=SERVICE)
     while True:
         timeout = waiting.check_timeout()
         try:
             if waiting.status(health.Check(request, timeout=timeout, metadata=metadata)):
-                return
+                return True
         except grpc.RpcError as error:
             if waiting.error(error):
-                return
+                return False
         time.sleep(waiting.pause())
 
 
@@ -107,19 +127,20 @@ async def wait_until_ready_async(
     timeout_s: float,
     metadata: tuple[tuple[str, str], ...] = (),
     on_wait: Callable[[str], None] | None = None,
-) -> None:
+    wait_for_connection: bool = False,
+) -> bool:
     """`wait_until_ready` for grpc.aio channels."""
     if timeout_s <= 0:
-        return
+        return False
     health = health_pb2_grpc.HealthStub(channel)
-    waiting = _Waiting(target, timeout_s, on_wait)
+    waiting = _Waiting(target, timeout_s, on_wait, wait_for_connection)
     request = health_pb2.HealthCheckRequest(service=SERVICE)
     while True:
         timeout = waiting.check_timeout()
         try:
             if waiting.status(await health.Check(request, timeout=timeout, metadata=metadata)):
-                return
+                return True
         except grpc.aio.AioRpcError as error:
             if waiting.error(error):
-                return
+                return False
         await asyncio.sleep(waiting.pause())
