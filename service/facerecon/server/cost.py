@@ -17,7 +17,11 @@ the 2-core development host with the shipped model (`bench/bench_reliability.py`
 concurrent worst-case requests stay within the budget), rounded up: an estimate that is too
 high refuses work early, one that is too low lets the process outgrow its container.
 Measured: 9 MP JPEG 196 MB, 40 MP 738 MB; 16 views at 1024 px 1,358 MB (1,321 MB with chips,
-visibility and four encodings; 232 MB for those at 256 px); four encodings 44 MB.
+visibility and four encodings; 232 MB for those at 256 px); four encodings 44 MB. Re-measured
+after the height-map mesh and the OpenGL renderer (issue 18): 40 MP 763 MB; 16 views at
+1024 px 440 MB with OpenGL, 1,199 MB with the torch rasteriser (FACERECON_RENDERER=torch, or
+no EGL): PER_VIEW_PIXEL still covers the torch fallback, so with OpenGL views are charged
+about 3x what they take.
 """
 
 from __future__ import annotations
