@@ -33,6 +33,7 @@ import yaml
 from facerecon.models import count_parameters, create_model, load_checkpoint, save_checkpoint
 from training.engine.synth import EngineConfig, SyntheticFaces
 from training.losses import StackLogits, volume_iou, volume_loss, volume_targets
+from training.realfit.dataset import MixedFaces, RealFaces
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = {
@@ -56,6 +57,11 @@ DEFAULTS = {
     "photo_limit": None,  # use only the first N training photos (tests)
     "init_weights": None,  # start a new run from this checkpoint's weights (fine-tuning)
     "engine": {},
+    "real_cache": None,  # fits.pt of `python -m training.realfit.build`: mix in real photos
+    "real_share": 0.0,  # fraction of every batch drawn from the real photos
+    "real_subsets": ["cfp", "helen_train", "afw"],  # training splits only (held-out refused)
+    "cpu_bf16": False,  # bf16 autocast on the CPU (AVX-512 BF16: ~2x faster steps)
+    "channels_last": False,  # NHWC activations (faster convolutions on the CPU)
 }
 
 
@@ -148,7 +154,14 @@ def train(config: dict) -> Path:
         config["shared"], run_dir.parent / "cache", "train", config["photo_limit"],
         config=EngineConfig.from_dict(config["engine"]), seed=config["seed"], device=device,
     )  # fmt: skip
+    data = engine
+    if config["real_cache"] and config["real_share"] > 0:
+        real = RealFaces(engine.model, config["real_cache"], config["shared"], config["seed"],
+                         tuple(config["real_subsets"]), config["photo_limit"])  # fmt: skip
+        data = MixedFaces(engine, real, config["real_share"])
     model = create_model(config["variant"]).to(device)
+    if config["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
     state_path, step, samples, seconds = run_dir / "state.pt", 0, 0, 0.0
     start_from = None
@@ -183,7 +196,10 @@ def train(config: dict) -> Path:
             state_path,
         )  # fmt: skip
         meta = {
-            "data": "facerecon synthetic engine (ICT face model shapes, UTKFace photo textures)",
+            "data": "facerecon synthetic engine (ICT face model shapes, UTKFace photo textures)"
+            + (f"; {config['real_share']:.0%} of each batch real photos (CFP 001-400, 300-W "
+               "helen_train + afw) with fitted ICT heads (training.realfit)"
+               if data is not engine else ""),
             "engine": asdict(engine.config), "seed": config["seed"], "steps": step,
             "samples_seen": samples, "hours": round(seconds / 3600, 3),
             "hardware": hardware(device, world), "train_config": config,
@@ -200,19 +216,23 @@ def train(config: dict) -> Path:
                 for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
     log = open(run_dir / "log.jsonl", "a") if rank == 0 else None
     model.train()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=device.type == "cuda" or config["cpu_bf16"])  # fmt: skip
     last_save = last_log = time.time()
     window_samples = 0
     while step < config["steps"] and not stopping:
         started = time.time()
-        batch = engine.batch(step * world + rank, config["batch_size"])
+        batch = data.batch(step * world + rank, config["batch_size"])
         targets = volume_targets(batch.front, batch.back, config["loss_resolution"])
+        images = batch.image
+        if config["channels_last"]:
+            images = images.contiguous(memory_format=torch.channels_last)
         data_seconds = time.time() - started
         lr = learning_rate(config, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         with autocast:
-            stacks = net(batch.image)
+            stacks = net(images)
         loss = volume_loss(stacks, targets, config["loss_resolution"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
