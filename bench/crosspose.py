@@ -303,15 +303,19 @@ def process(
 
 
 class CfpPhotos:
-    """CFP: real photos of the first `people` people."""
+    """CFP: real photos of the first `people` people, or (`held_out`) of people 401-450,
+    whom no training step saw (training/realfit/annotations.py)."""
 
     gallery, probes = GALLERY, FRONTAL_PROBES + PROFILE_PROBES
-    source = "cfp"
 
-    def __init__(self, people: int) -> None:
+    def __init__(self, people: int, held_out: bool = False) -> None:
         if not CFP.is_dir():
             raise SystemExit("needs ../shared/realfaces/cfp")
-        self.people = sorted(int(p.name) for p in CFP.iterdir() if p.is_dir())[:people]
+        everyone = sorted(int(p.name) for p in CFP.iterdir() if p.is_dir())
+        if held_out:
+            everyone = [p for p in everyone if 401 <= p <= 450]
+        self.people = everyone[:people]
+        self.source = "cfp-held-out" if held_out else "cfp"
 
     def image(self, person: int, name: str) -> np.ndarray:
         from facerecon.image import decode_image
@@ -489,6 +493,8 @@ def markdown_table(record: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--people", type=int, default=100)
+    parser.add_argument("--held-out", action="store_true",
+                        help="CFP people 401-450 only (never trained on)")  # fmt: skip
     parser.add_argument("--weights", type=Path, default=None, help="default: shipped, else run")
     parser.add_argument("--arcface-model", type=Path, default=None, help="ArcFace ONNX file")
     parser.add_argument("--bootstrap", type=int, default=500, help="resampling rounds")
@@ -517,7 +523,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     recogniser = ArcFaceRecogniser(args.arcface_model) if args.arcface_model else DlibRecogniser()
     rec = Reconstructor(weights, device="cpu", detector=YUNET)
-    photos = SyntheticPhotos(args.people) if args.synthetic else CfpPhotos(args.people)
+    photos = (SyntheticPhotos(args.people) if args.synthetic
+              else CfpPhotos(args.people, args.held_out))  # fmt: skip
     people = photos.people
     name = args.name or ("crosspose_synthetic" if args.synthetic else "crosspose")
 

@@ -144,3 +144,38 @@ def test_real_batches_have_the_engine_form(tmp_path):
     assert batch.mask[0, nose[1], nose[0]]  # the head covers its own nose tip
     assert (batch.front[0][batch.mask[0]] >= batch.back[0][batch.mask[0]]).all()
     assert batch.mask[0].float().mean() > 0.3  # the head fills most of the tight crop
+
+
+def test_face_profiling_turns_the_head_and_keeps_the_photo():
+    """Turned by 0 the photo comes back inside the head; turned by 50 degrees the fit's pose
+    says so and its landmarks stay on the turned head."""
+    from training.engine.facemodel import load_face_model
+    from training.realfit.correspondence import mirror_vertices
+    from training.realfit.profiling import profile_photo, turn
+    from training.realfit.targets import posed_vertices
+
+    model = load_face_model(SHARED / "facemodel")
+    rng = np.random.default_rng(0)
+    photo = cv2_blur(rng.integers(0, 255, (200, 180, 3), dtype=np.uint8))
+    rotation = rotation_matrices(torch.tensor([5.0]), torch.zeros(1), torch.zeros(1))
+    scale, translation = torch.tensor([6.0]), torch.tensor([[90.0, 95.0]])
+    identity, expression = torch.zeros(1, 100), torch.zeros(1, 53)
+    vertices = posed_vertices(model, identity, expression, rotation, scale, translation)[0]
+    mirror = mirror_vertices(model.neutral)
+    same, _, _ = turn(vertices, rotation[0], translation[0], 0.0)
+    redrawn = profile_photo(model, photo, vertices, same, mirror)
+    face = (slice(70, 120), slice(65, 115))  # around the nose, inside the head
+    assert np.abs(redrawn[face].astype(int) - photo[face].astype(int)).mean() < 12
+
+    turned, new_rotation, new_translation = turn(vertices, rotation[0], translation[0], 50.0)
+    assert abs(pose_from_rotation(new_rotation.numpy()).yaw - 55.0) < 1e-3
+    refit = posed_vertices(model, identity, expression, new_rotation[None], scale,
+                           new_translation[None])[0]  # fmt: skip
+    assert (refit[:, :2] - turned[:, :2]).abs().max() < 1e-3
+    assert profile_photo(model, photo, vertices, turned, mirror).shape == photo.shape
+
+
+def cv2_blur(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(image, (9, 9), 3)

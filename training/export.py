@@ -18,7 +18,9 @@ from facerecon.models import file_sha256, load_checkpoint, save_checkpoint
 
 LICENCES = (
     "Shapes: ICT FaceKit (MIT). Textures and backgrounds: UTKFace photos, non-commercial "
-    "research use only; the copyright of each photo stays with its owner."
+    "research use only. Real training photos (runs with real_share > 0): CFP (people "
+    "001-400) and 300-W (HELEN train, AFW) with their landmark annotations, research use "
+    "only, not for commercial use. The copyright of each photo stays with its owner."
 )
 
 

@@ -60,6 +60,7 @@ DEFAULTS = {
     "real_cache": None,  # fits.pt of `python -m training.realfit.build`: mix in real photos
     "real_share": 0.0,  # fraction of every batch drawn from the real photos
     "real_subsets": ["cfp", "helen_train", "afw"],  # training splits only (held-out refused)
+    "real_profiling": 0.0,  # chance a near-frontal real sample is face-profiled to 45-90 deg
     "cpu_bf16": False,  # bf16 autocast on the CPU (AVX-512 BF16: ~2x faster steps)
     "channels_last": False,  # NHWC activations (faster convolutions on the CPU)
 }
@@ -157,7 +158,8 @@ def train(config: dict) -> Path:
     data = engine
     if config["real_cache"] and config["real_share"] > 0:
         real = RealFaces(engine.model, config["real_cache"], config["shared"], config["seed"],
-                         tuple(config["real_subsets"]), config["photo_limit"])  # fmt: skip
+                         tuple(config["real_subsets"]), config["photo_limit"],
+                         config["real_profiling"])  # fmt: skip
         data = MixedFaces(engine, real, config["real_share"])
     model = create_model(config["variant"]).to(device)
     if config["channels_last"]:

@@ -44,12 +44,25 @@ ICT_VERTEX_RANGES: dict[str, tuple[int, int]] = {
     "eyeball_right": (23021, 24591),
 }
 ICT_VERTICES = 26719
+# The project's 68-point map (ICT vertex of each iBUG-68 point), derived from the ICT head
+# fitted to 300-W helen_train + afw (training/realfit/build.py): the model's own landmark
+# vertices put the jaw several per cent of the face box too low and the inner brows too far
+# in. Used in place of the npz's `landmarks68` wherever the file is present.
+LANDMARKS68_FILE = Path(__file__).with_name("data") / "landmarks68.json"
 HEAD_REGIONS = ("face", "head_and_neck")
 IDENTITY_MODES = 40  # the first modes carry most of the variance; more only slows the fit
 
 
 def default_face_model_path() -> Path:
     return Path(os.environ.get(ENV_VAR) or DEFAULT_PATH).expanduser()
+
+
+def landmark_vertices(data: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(68,) ICT vertices of the iBUG-68 points: the project's map where shipped, else the
+    model's own."""
+    if LANDMARKS68_FILE.is_file():
+        return np.asarray(json.loads(LANDMARKS68_FILE.read_text())["vertices"], np.int64)
+    return data["landmarks68"].astype(np.int64)
 
 
 def region_vertices(regions: Sequence[str]) -> np.ndarray:
@@ -257,7 +270,7 @@ def face_model_from_arrays(
     inside, triangles = restrict_triangles(data["triangles"].astype(np.int64), kept)
     triangle_uvs = triangle_uv_indices(data["quads_uv"], data["quad_is_triangle"])[inside]
     new_index = new_indices(kept)
-    landmarks = new_index[data["landmarks68"].astype(np.int64)]
+    landmarks = new_index[landmark_vertices(data)]
     if (landmarks < 0).any():
         raise ValueError("the 68 landmarks must lie in the kept regions")
     face = new_index[region_vertices(["face"])]

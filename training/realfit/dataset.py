@@ -13,8 +13,11 @@ import cv2
 import numpy as np
 import torch
 
+from facerecon.pose import pose_from_rotation
 from training.engine.facemodel import FaceModel
 from training.engine.synth import Batch
+from training.realfit.correspondence import mirror_vertices
+from training.realfit.profiling import profile_photo, turn
 from training.realfit.targets import make_batch, posed_vertices
 
 # Fits whose mean reprojection error exceeds this fraction of the landmark box are left
@@ -31,7 +34,10 @@ class RealFaces:
         seed: int = 0,
         subsets: tuple[str, ...] = ("cfp", "helen_train", "afw"),
         limit: int | None = None,
+        profiling: float = 0.0,
     ):
+        """`profiling`: the chance that a near-frontal sample (|yaw| < 30) is drawn turned to
+        45-90 degrees (`training.realfit.profiling`) instead."""
         cache = torch.load(fits_path, map_location="cpu", weights_only=False)
         photos, fits = cache["photos"], cache["fits"]
         points = [np.asarray(p["points"]) for p in photos]
@@ -44,6 +50,8 @@ class RealFaces:
         keep = keep[:limit] if limit else keep
         self.model = model
         self.seed = seed
+        self.profiling = profiling
+        self.mirror = mirror_vertices(model.neutral.cpu())
         self.paths = [photos[i]["path"] for i in keep]
         self.fits = {k: v[keep] for k, v in fits.items() if isinstance(v, torch.Tensor)}
         self.images = [_read_rgb(Path(shared) / path) for path in self.paths]
@@ -58,6 +66,18 @@ class RealFaces:
         vertices = posed_vertices(self.model, f["identity"], f["expression"], f["rotation"],
                                   f["scale"], f["translation"])  # fmt: skip
         images = [self.images[i] for i in picks.tolist()]
+        chance, side, extent = torch.rand(3, size, generator=g)
+        target = torch.where(side < 0.5, -1.0, 1.0) * (45 + 45 * extent)  # new yaw
+        for k in torch.nonzero((chance < self.profiling) & (f["yaw"].abs() < 30)).flatten():
+            k = int(k)
+            delta = float(target[k] - f["yaw"][k])
+            turned, rotation, shift = turn(
+                vertices[k], f["rotation"][k], f["translation"][k], delta
+            )
+            images[k] = profile_photo(self.model, images[k], vertices[k], turned, self.mirror)
+            vertices[k] = turned
+            pose = pose_from_rotation(rotation.numpy())
+            f["yaw"][k], f["pitch"][k], f["roll"][k] = pose.yaw, pose.pitch, pose.roll
         return make_batch(self.model, images, vertices, f["yaw"], f["pitch"], f["roll"], g)
 
 
