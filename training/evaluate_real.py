@@ -31,7 +31,6 @@ import torch
 from PIL import Image
 from scipy.spatial import cKDTree
 
-from facerecon.errors import InputError
 from facerecon.face_model import ICT_VERTEX_RANGES
 from facerecon.reconstructor import ReconstructOptions, Reconstructor
 from training.engine.facemodel import load_face_model
@@ -86,12 +85,8 @@ def evaluate(reconstructor: Reconstructor, shared: Path, fits_path: Path, fronta
     for i in held_out(photos, frontals):
         p = photos[i]
         image = cv2.cvtColor(cv2.imread(str(shared / p["path"])), cv2.COLOR_BGR2RGB)
-        try:
-            result = reconstructor(image, options=options)
-        except InputError:  # no face found: the photo is a face crop
-            whole_photo += 1
-            box = (0, 0, image.shape[1], image.shape[0])
-            result = reconstructor(image, face_box=box, options=options)
+        result = reconstructor(image, options=options)  # no face found: the whole photo
+        whole_photo += result.face_source == "whole_image"
         record = {"yaw": result.pose.yaw, "yaw_error": abs(result.pose.yaw - fits["yaw"][i].item())}
         f = {k: v[i : i + 1] for k, v in fits.items() if isinstance(v, torch.Tensor)}
         head = posed_vertices(model, f["identity"], f["expression"], f["rotation"], f["scale"],

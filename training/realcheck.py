@@ -3,7 +3,8 @@
     python -m training.realcheck --checkpoint runs/vrn-light-cpu/model.pt \
         --out training/real_photos.png
 
-Rows: skimage's astronaut, held-out UTKFace crops (never trained on) and CFP profiles.
+Rows: skimage's astronaut, held-out UTKFace crops and held-out CFP profiles (people 401-450),
+none of them trained on.
 Columns: the network's input crop | frontal view (pose undone, photo colours) | the same
 untextured | untextured side view (70° to the side of frontal). Faces are found with
 YuNet from ../shared/models/yunet; the service's own crop, mesh, pose and render code runs.
@@ -33,7 +34,8 @@ def real_photos(shared: Path, utk: int, cfp: int) -> list[tuple[str, np.ndarray]
     heldout = utk_files(shared / "realfaces/utkface/crop_part1", "heldout")
     for path in heldout[:: max(1, len(heldout) // utk)][:utk]:
         photos.append((path.name, np.asarray(Image.open(path).convert("RGB"))))
-    people = sorted((shared / "realfaces/cfp/images").iterdir())
+    # CFP people 401-450 only: round 2 trained on 001-400 (training/realfit/annotations.py)
+    people = [p for p in sorted((shared / "realfaces/cfp/images").iterdir()) if int(p.name) > 400]
     for person in people[:: max(1, len(people) // cfp)][:cfp]:
         path = person / "profile" / "01.jpg"
         photos.append((f"cfp {person.name}", np.asarray(Image.open(path).convert("RGB"))))
