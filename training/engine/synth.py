@@ -178,25 +178,7 @@ class SyntheticFaces:
         image = self.paint(g, raster, frontal, posed, vertices)
 
         flip = (torch.rand(size, generator=g) < cfg.flip_probability).to(device)
-        front = torch.where(raster.mask, raster.front, float("-inf"))
-        back = torch.where(raster.mask, raster.back, float("inf"))
-        image = torch.where(flip[:, None, None, None], image.flip(-1), image)
-        front = torch.where(flip[:, None, None], front.flip(-1), front)
-        back = torch.where(flip[:, None, None], back.flip(-1), back)
-        mirrored = vertices.clone()
-        mirrored[..., 0] = SIZE - 1 - mirrored[..., 0]
-        vertices = torch.where(flip[:, None, None], mirrored, vertices)
-        sign = torch.where(flip.cpu(), -1.0, 1.0)
-        return Batch(
-            image=image.contiguous(),
-            front=front.contiguous(),
-            back=back.contiguous(),
-            landmarks=vertices[:, model.landmarks68],
-            face_vertices=vertices[:, model.face_vertices],
-            yaw=pose["yaw"] * sign,
-            pitch=pose["pitch"],
-            roll=pose["roll"] * sign,
-        )
+        return flipped_batch(model, image, raster, vertices, pose, flip)
 
     def paint(
         self,
@@ -239,6 +221,37 @@ class SyntheticFaces:
         textures = appearance.backgrounds(g, other_photos.flip(0), SIZE, prior)
         image = augment.occlude(g, image, textures, vertices[:, model.landmarks68, :2], skin, prior)
         return augment.degrade(g, image, prior)
+
+
+def flipped_batch(
+    model: FaceModel,
+    image: torch.Tensor,
+    raster: Raster,
+    vertices: torch.Tensor,
+    pose: dict[str, torch.Tensor],
+    flip: torch.Tensor,
+) -> Batch:
+    """The Batch of rendered heads (crop-space `vertices`, their `raster`), each sample where
+    `flip` is set mirrored left to right: image, depth maps, vertices and yaw/roll."""
+    front = torch.where(raster.mask, raster.front, float("-inf"))
+    back = torch.where(raster.mask, raster.back, float("inf"))
+    image = torch.where(flip[:, None, None, None], image.flip(-1), image)
+    front = torch.where(flip[:, None, None], front.flip(-1), front)
+    back = torch.where(flip[:, None, None], back.flip(-1), back)
+    mirrored = vertices.clone()
+    mirrored[..., 0] = SIZE - 1 - mirrored[..., 0]
+    vertices = torch.where(flip[:, None, None], mirrored, vertices)
+    sign = torch.where(flip.cpu(), -1.0, 1.0)
+    return Batch(
+        image=image.contiguous(),
+        front=front.contiguous(),
+        back=back.contiguous(),
+        landmarks=vertices[:, model.landmarks68],
+        face_vertices=vertices[:, model.face_vertices],
+        yaw=pose["yaw"] * sign,
+        pitch=pose["pitch"],
+        roll=pose["roll"] * sign,
+    )
 
 
 def depth_offset(xy: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

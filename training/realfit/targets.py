@@ -15,7 +15,7 @@ import torch
 
 from training.engine.facemodel import FaceModel
 from training.engine.raster import rasterize
-from training.engine.synth import SIDE_OVER_FACE, SIZE, Batch, depth_offset
+from training.engine.synth import SIDE_OVER_FACE, SIZE, Batch, depth_offset, flipped_batch
 
 
 def posed_vertices(
@@ -76,22 +76,5 @@ def make_batch(
     image = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
 
     flip = torch.rand(size, generator=g) < flip_probability
-    front = torch.where(raster.mask, raster.front, float("-inf"))
-    back = torch.where(raster.mask, raster.back, float("inf"))
-    image = torch.where(flip[:, None, None, None], image.flip(-1), image)
-    front = torch.where(flip[:, None, None], front.flip(-1), front)
-    back = torch.where(flip[:, None, None], back.flip(-1), back)
-    mirrored = crop_vertices.clone()
-    mirrored[..., 0] = SIZE - 1 - mirrored[..., 0]
-    crop_vertices = torch.where(flip[:, None, None], mirrored, crop_vertices)
-    sign = torch.where(flip, -1.0, 1.0)
-    return Batch(
-        image=image.contiguous(),
-        front=front.contiguous(),
-        back=back.contiguous(),
-        landmarks=crop_vertices[:, model.landmarks68],
-        face_vertices=crop_vertices[:, model.face_vertices],
-        yaw=yaw * sign,
-        pitch=pitch,
-        roll=roll * sign,
-    )
+    pose = {"yaw": yaw, "pitch": pitch, "roll": roll}
+    return flipped_batch(model, image, raster, crop_vertices, pose, flip)
