@@ -48,6 +48,21 @@ def test_info_prints_the_model(tiny_weights, capsys):
     assert "vrn-tiny" in out and "cpu" in out
 
 
+def test_info_says_what_is_available_and_where_from(tiny_weights, tmp_path, capsys):
+    from facerecon.detect import SHIPPED_DETECTOR
+
+    missing = tmp_path / "no_model.npz"
+    args = ["info", "--weights", str(tiny_weights), "--device", "cpu", "--face-model", str(missing)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"detector   {SHIPPED_DETECTOR}" in out
+    assert f"face model not installed at {missing}" in out and "import-face-model" in out
+    assert main([*args, "--detector", "none"]) == 0
+    assert "detector   none" in capsys.readouterr().out
+    assert main([*args, "--detector", str(tmp_path / "missing.onnx")]) == 2  # said, no traceback
+    assert "missing.onnx" in capsys.readouterr().err
+
+
 def test_detector_is_on_by_default_and_reads_the_server_variable(monkeypatch, tmp_path):
     from facerecon.detect import SHIPPED_DETECTOR, detector_path
 

@@ -162,9 +162,17 @@ def save_registration(
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
-    from facerecon.reconstructor import Reconstructor
+    from facerecon.face_model import default_face_model_path
+    from facerecon.reconstructor import Reconstructor, WeightsNotFound
 
-    r = Reconstructor(args.weights, device=args.device)
+    try:
+        r = Reconstructor(args.weights, device=args.device, detector=args.detector,
+                          face_model=args.face_model)  # fmt: skip
+    except (FileNotFoundError, RuntimeError) as error:  # a detector file missing or foreign
+        if isinstance(error, WeightsNotFound):
+            raise
+        print(f"facerecon: {error}", file=sys.stderr)
+        return 2
     info = r.info
     print(f"model      {info.variant} ({info.parameters / 1e6:.1f}M parameters)")
     print(f"version    {info.version}")
@@ -172,6 +180,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"input      {info.input_size}x{info.input_size} RGB -> {info.slices}-slice volume")
     threads = torch.get_num_threads()
     print(f"device     {info.device} (torch {torch.__version__}, {threads} threads)")
+    if r.detector is not None:
+        print(f"detector   {r.detector_path}")
+    else:
+        print("detector   none: each photo is taken as a face crop (--detector MODEL.onnx)")
+    pose = "the volume-pose network" if r.pose_model is not None else "the geometric estimate"
+    print(f"head pose  {pose}")
+    face_model = args.face_model or default_face_model_path()
+    if r.face_model is not None:
+        print(f"face model {face_model} (registration available)")
+    else:
+        print(f"face model not installed at {face_model}: registration is unavailable "
+              "(facerecon import-face-model DIR, or $FACERECON_FACE_MODEL)")  # fmt: skip
     return 0
 
 
@@ -239,8 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     model_args(rec)
 
-    info = sub.add_parser("info", help="show the model, its parameters and the device")
+    info = sub.add_parser("info", help="show the model, the device, and whether the face "
+                          "detector and the face model are available and where from")  # fmt: skip
     model_args(info)
+    info.add_argument("--detector", default="default", metavar="MODEL",
+                      help="as for reconstruct (default: $FACERECON_DETECTOR, else the shipped "
+                           "YuNet)")  # fmt: skip
+    info.add_argument("--face-model", type=Path, default=None,
+                      help="as for reconstruct (default: $FACERECON_FACE_MODEL or "
+                           "~/.local/share/facerecon/ict_face_light.npz)")  # fmt: skip
 
     face = sub.add_parser(
         "import-face-model", help="install the ICT face model from a FaceXModel folder"
