@@ -5,9 +5,14 @@ PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
 .PHONY: setup tools run test bench lint demo
 
-setup:
+# pip runs only when pyproject.toml or this Makefile changed since the last install with
+# this $(PYTHON) (a stamp per interpreter name): not 20-27 s of pip on every `make run`.
+SETUP_STAMP := .setup-stamp-$(notdir $(PYTHON))
+setup: $(SETUP_STAMP)
+$(SETUP_STAMP): pyproject.toml Makefile
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[dev]'
+	@touch $@
 
 # System tools that parts of the suite use, installed when missing: promtool (alert rules),
 # Chromium + chromedriver (web demo end to end), buf, the web bundle's packages and the
