@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -478,3 +479,22 @@ def test_the_contract_names_every_accepted_image_format():
     comment = text[text.rindex("string request_id = 1;", 0, start) : start]
     for name in FORMATS:
         assert {"WEBP": "WebP"}.get(name, name) in comment, name
+
+
+def test_health_polls_are_counted_but_not_logged(reconstructor, caplog):
+    """Kubernetes probes and clients waiting for readiness poll health every second: an
+    access line each would drown the log. They are counted; other calls are logged."""
+    caplog.set_level(logging.INFO, logger="facerecon.access")
+    with RunningServer(reconstructor) as server:
+        with server.channel() as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for _ in range(3):
+                health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            service_pb2_grpc.FaceReconServiceStub(channel).GetModelInfo(
+                pb.GetModelInfoRequest(), timeout=10
+            )
+        metrics = server.metrics()
+    methods = [r.fields["method"] for r in caplog.records if r.name == "facerecon.access"]
+    assert methods == ["/facerecon.v1.FaceReconService/GetModelInfo"]
+    assert sample(metrics, "grpc_server_handled_total", grpc_service="grpc.health.v1.Health",
+                  grpc_method="Check", grpc_code="OK", grpc_type="unary") == 3  # fmt: skip

@@ -29,6 +29,7 @@ import grpc
 from facerecon.server.metrics import CallStats, ServerMetrics, grpc_type
 
 ACCESS_LOG = logging.getLogger("facerecon.access")
+_HEALTH = "/grpc.health.v1.Health/"
 
 
 class Malformed:
@@ -249,6 +250,8 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
     ) -> None:
         elapsed = stats.finished(code)
         level = logging.ERROR if code in _SERVER_FAULTS else logging.INFO
+        if method.startswith(_HEALTH) and code == grpc.StatusCode.OK:
+            level = logging.DEBUG  # probes and clients waiting for readiness: counted, not logged
         ACCESS_LOG.log(
             level,
             "rpc",
