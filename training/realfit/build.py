@@ -102,7 +102,7 @@ def derive_landmarks68(
     model, corr = fitter.model, fitter.corr
     points = torch.from_numpy(np.stack([p.points for p in photos]))
     current = corr.landmarks68.clone()
-    surface = corr._surface
+    surface = corr.surface
     frontal = fits["yaw"].abs() < 20
     for k in range(68):
         centre = model.neutral[current[k]]

@@ -51,7 +51,6 @@ SCHEMES = {
         set(range(9)),
     ),
 }
-SIDES = ("right", "left")  # the subject's half that the iBUG indices / their mirror name
 MAX_CANDIDATES = 96
 
 
@@ -77,7 +76,7 @@ class Correspondences:
             model.region_of_vertex.cpu(),
             torch.tensor([SOLID_REGIONS.index("face"), SOLID_REGIONS.index("head_and_neck")]),
         )
-        self._surface = torch.nonzero(surface).squeeze(1)
+        self.surface = torch.nonzero(surface).squeeze(1)  # face, head and neck vertices
         self._patches: dict[tuple[int, str, float], int] = {}
         self._patch_rows: list[torch.Tensor] = []
 
@@ -91,7 +90,7 @@ class Correspondences:
         if key not in self._patches:
             neutral = self.model.neutral.cpu()
             centre = neutral[self.vertex(ibug, side)]
-            near = self._surface[(neutral[self._surface] - centre).norm(dim=1) <= radius]
+            near = self.surface[(neutral[self.surface] - centre).norm(dim=1) <= radius]
             if len(near) > MAX_CANDIDATES:  # evenly thinned, nearest first
                 order = (neutral[near] - centre).norm(dim=1).argsort()
                 near = near[order][torch.linspace(0, len(near) - 1, MAX_CANDIDATES).long()]

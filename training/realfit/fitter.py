@@ -52,13 +52,6 @@ class Fit:
     vertex: torch.Tensor  # (B, L) the vertex each landmark ended on
     residual: torch.Tensor  # (B, L) pixels
 
-    def project(self, points_cm: torch.Tensor) -> torch.Tensor:
-        """(B, N, 3) model-space points -> (B, N, 3) pixels x, y (down) and z (to camera)."""
-        cam = points_cm @ self.rotation.transpose(1, 2)
-        s = self.scale[:, None]
-        xy = torch.stack([cam[..., 0] * s, -cam[..., 1] * s], -1) + self.translation[:, None]
-        return torch.cat([xy, (cam[..., 2] * s)[..., None]], -1)
-
 
 def rodrigues(v: torch.Tensor) -> torch.Tensor:
     """(B, 3) axis-angle -> (B, 3, 3) rotation."""
