@@ -3,6 +3,7 @@
     pip install -e ".[eval]"
     python -m bench.crosspose [--people 100] [--weights weights/facerecon.pt]
                               [--arcface-model PATH/w600k_r50.onnx] [--synthetic]
+                              [--face-model ../shared/facemodel/ict_face_light.npz]
 
 Writes bench/results/crosspose.json and docs/crosspose.png (with --synthetic:
 crosspose_synthetic.json / .png); caches embeddings (never images) under runs/crosspose/
@@ -30,7 +31,14 @@ Arms (every probe against every gallery photo; a person's score is the best of t
 - fusion: the mean of the three scores;
 - control, raw_geometry_aligned: the probe photo itself, aligned by the five points facerecon
   reads off its reconstruction (as the rendered arms are) instead of the recogniser's own
-  aligner: it separates what the geometry's points cost from what the rendering costs.
+  aligner: it separates what the geometry's points cost from what the rendering costs;
+- registered_pose_matched: the raw probe against each gallery photo's registered, textured
+  ICT head (the face model fitted to the reconstruction, `registered_views`) rendered at the
+  probe's estimated yaw (same grid, pitch 0), chip from the head's own 68 landmarks;
+- registered_frontalised: the probe's registered, textured head turned to frontal (the
+  service's `frontal` view with `registered_views`) against the raw gallery.
+The registered arms need the face model (`--face-model`); without it they are skipped and the
+results say so. Each photo is registered once; all its grid-yaw renders reuse that fit.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ CFP = SHARED / "realfaces" / "cfp" / "images"
 YUNET = SHARED / "models" / "yunet" / "yunet_s_dynamic.onnx"
 CACHE = REPO / "runs" / "crosspose"
 DOCS = REPO / "docs"
+FACE_MODEL = SHARED / "facemodel" / "ict_face_light.npz"
 CHECKPOINTS = [REPO / "weights" / "facerecon.pt", REPO / "runs" / "vrn-light-cpu" / "model.pt"]
 
 GALLERY = ("frontal/01.jpg", "frontal/02.jpg")
@@ -63,8 +72,10 @@ SYNTHETIC_PROBE_YAWS = (10.0, 20.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0)
 SYNTHETIC_SEED = 20171  # the engine's held-out seed is 20170; neither is used in training
 SYNTHETIC_PAD = 48  # pixels of edge-replicated border: YuNet misses faces that touch the frame
 BUCKETS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
-ARMS = ("raw", "frontalised", "pose_matched", "fusion", "raw_geometry_aligned")
-PLOTTED = ARMS[:4]
+REGISTERED_ARMS = ("registered_pose_matched", "registered_frontalised")  # need the face model
+ARMS = ("raw", "frontalised", "pose_matched", "fusion", "raw_geometry_aligned", *REGISTERED_ARMS)
+CONTROLS = ("raw_geometry_aligned",)  # plotted grey and dashed
+PLOTTED = tuple(arm for arm in ARMS if arm not in CONTROLS)
 YAW_GRID = np.arange(-90.0, 91.0, 15.0)  # gallery renders for the pose-matched arm
 VIEW_SIZE = 224
 BACKGROUND = (128, 128, 128)
@@ -230,6 +241,12 @@ class Photo:
     geometry_aligned: np.ndarray | None = None  # the photo aligned by the geometry's points
     at_yaw: dict[float, np.ndarray] | None = None  # gallery: embeddings rendered per grid yaw
     true_yaw: float | None = None  # known for synthetic people: buckets use it
+    # with the face model: the registered, textured head turned to frontal (probe) or
+    # rendered per grid yaw (gallery)
+    registered_frontal: np.ndarray | None = None
+    registered_at_yaw: dict[float, np.ndarray] | None = None
+    seconds: float = float("nan")  # to reconstruct, render and embed it (all arms)
+    registered_seconds: float = 0.0  # of which the registered arms' (fit, texture, renders)
 
     @property
     def bucket_yaw(self) -> float:
@@ -240,18 +257,41 @@ def nearest_grid_yaw(yaw: float) -> float:
     return float(YAW_GRID[np.argmin(np.abs(YAW_GRID - yaw))])
 
 
-def process(
-    rec, recogniser, photo: Photo, image: np.ndarray, gallery_yaws: list[float] | None
-) -> Photo:
-    """Detect, reconstruct, render and embed one photo (its pixels never leave memory).
-    `gallery_yaws`: for a gallery photo, the grid yaws to render it at; None for a probe."""
-    from facerecon.chips import LAYOUTS, align_chip, layout_points, project, template_landmarks68
+def turned_chips(mesh, landmarks68: np.ndarray, pose, yaws: list[float], layout) -> list:
+    """Chips of `mesh` rendered at each of `yaws` (pitch 0, head upright; one render call),
+    aligned by its 68 mesh-frame `landmarks68` projected like each view."""
+    from facerecon.chips import align_chip, layout_points, project
     from facerecon.chips import turn_to as turn_to_pose
-    from facerecon.errors import InputError
     from facerecon.pose import Pose
-    from facerecon.reconstructor import ReconstructOptions
     from facerecon.render import render_views
 
+    turns = [turn_to_pose(pose, Pose(yaw, 0.0, 0.0)) for yaw in yaws]
+    angles = [(yaw, 0.0) for yaw in yaws]
+    views = render_views(mesh, angles, VIEW_SIZE, BACKGROUND, rotation=pose.matrix().T)
+    chips = []
+    for view, turn in zip(views, turns, strict=True):
+        points = layout_points(project(mesh, landmarks68, turn, VIEW_SIZE), layout)
+        chips.append(align_chip(view[..., :3], points, layout))
+    return chips
+
+
+def process(
+    rec,
+    recogniser,
+    photo: Photo,
+    image: np.ndarray,
+    gallery_yaws: list[float] | None,
+    registered: bool = False,
+) -> Photo:
+    """Detect, reconstruct, render and embed one photo (its pixels never leave memory).
+    `gallery_yaws`: for a gallery photo, the grid yaws to render it at; None for a probe.
+    `registered`: also the registered arms (`rec` has the face model): the face model is
+    fitted once, and that fit renders every view of the photo."""
+    from facerecon.chips import LAYOUTS, align_chip, layout_points, template_landmarks68
+    from facerecon.errors import InputError
+    from facerecon.reconstructor import ReconstructOptions
+
+    start = time.perf_counter()
     gallery = gallery_yaws is not None
     detections = rec.detector.detect(image)
     if not detections:
@@ -264,6 +304,9 @@ def process(
         background=BACKGROUND,
         chips=(recogniser.layout,),
         visibility=not gallery,
+        # a gallery photo's fit is made here and rendered below; a probe's frontal view of
+        # the registered head is the service's own (a second `finish`, below)
+        registration=registered and gallery,
     )
     try:
         face = rec.prepare(image, face_box=best.box, landmarks=best.landmarks)
@@ -274,20 +317,14 @@ def process(
     photo.found = True
     photo.yaw, photo.pitch = result.pose.yaw, result.pose.pitch
     chips = [recogniser.raw_chip(image, np.asarray(best.box), np.asarray(best.landmarks))]
+    layout = LAYOUTS[recogniser.layout]
     if gallery:  # rendered at every grid yaw, head upright, pitch 0
-        layout = LAYOUTS[recogniser.layout]
         mesh, pose = result.mesh, result.pose
         landmarks = template_landmarks68(mesh, pose, result.transform)
-        turns = [turn_to_pose(pose, Pose(yaw, 0.0, 0.0)) for yaw in gallery_yaws]
-        angles = [(yaw, 0.0) for yaw in gallery_yaws]
-        views = render_views(mesh, angles, VIEW_SIZE, BACKGROUND, rotation=pose.matrix().T)
-        for view, turn in zip(views, turns, strict=True):
-            points = layout_points(project(mesh, landmarks, turn, VIEW_SIZE), layout)
-            chips.append(align_chip(view[..., :3], points, layout))
+        chips += turned_chips(mesh, landmarks, pose, gallery_yaws, layout)
     else:
         chips.append(result.frontal.chips[recogniser.layout][..., :3])
         photo.visible_fraction = result.frontal.visible_fraction
-        layout = LAYOUTS[recogniser.layout]
         landmarks = template_landmarks68(result.mesh, result.pose, result.transform)
         chips.append(align_chip(image, layout_points(landmarks[:, :2], layout), layout))
     embeddings = recogniser.embed(chips)
@@ -296,7 +333,48 @@ def process(
         photo.at_yaw = dict(zip(gallery_yaws, embeddings[1:], strict=True))
     else:
         photo.frontal, photo.geometry_aligned = embeddings[1], embeddings[2]
+    if registered:
+        photo.registered_seconds = registered_arms(
+            rec, recogniser, photo, face, volume, result, gallery_yaws
+        )
+    photo.seconds = time.perf_counter() - start
     return photo
+
+
+def registered_arms(
+    rec, recogniser, photo: Photo, face, volume, result, gallery_yaws: list[float] | None
+) -> float:
+    """Embed the photo's registered, textured head for the registered arms: a gallery photo's
+    (`result` holds its fit) rendered at every one of `gallery_yaws`, a probe's turned to
+    frontal by the service (`registered_views`). Returns the seconds it took, the fit's
+    included."""
+    from facerecon.chips import LAYOUTS
+    from facerecon.reconstructor import ReconstructOptions
+    from facerecon.texture import registered_mesh
+
+    start = time.perf_counter()
+    if gallery_yaws is not None:  # the fit made by `finish`, rendered per grid yaw
+        layout = LAYOUTS[recogniser.layout]
+        fitted = (result.timings_ms["registration"] + result.timings_ms["texture"]) / 1000.0
+        shown = registered_mesh(result.registration, result.texture)
+        landmarks = result.registration.landmarks68_3d
+        chips = turned_chips(shown, landmarks, result.pose, gallery_yaws, layout)
+        embeddings = recogniser.embed(chips)
+        photo.registered_at_yaw = dict(zip(gallery_yaws, embeddings, strict=True))
+    else:  # probe: the service's frontal view of the registered head, and its chip
+        options = ReconstructOptions(
+            frontal=True,
+            pose=True,
+            view_size=VIEW_SIZE,
+            background=BACKGROUND,
+            chips=(recogniser.layout,),
+            registration=True,
+            registered_views=True,
+        )
+        frontal = rec.finish(face, volume, options).frontal
+        fitted = 0.0
+        (photo.registered_frontal,) = recogniser.embed([frontal.chips[recogniser.layout][..., :3]])
+    return fitted + time.perf_counter() - start
 
 
 # ---- the people and their photos ------------------------------------------------------------
@@ -372,27 +450,55 @@ class SyntheticPhotos:
 # ---- the protocol ---------------------------------------------------------------------------
 
 
+def arms_run(registered: bool) -> tuple[str, ...]:
+    """The arms a run makes: all of ARMS, or without the face model all but the registered."""
+    return ARMS if registered else tuple(a for a in ARMS if a not in REGISTERED_ARMS)
+
+
 def score_matrices(
-    probes: list[Photo], gallery: list[Photo], people: list[int], recogniser
+    probes: list[Photo],
+    gallery: list[Photo],
+    people: list[int],
+    recogniser,
+    arms: tuple[str, ...] = ARMS,
 ) -> dict[str, np.ndarray]:
-    """Per arm, probe x person scores: the best over that person's gallery photos."""
+    """Per arm of `arms`, probe x person scores: the best over that person's gallery photos."""
     column = {p: i for i, p in enumerate(people)}
     raw_g = np.stack([g.raw for g in gallery])
     raw_p = np.stack([p.raw for p in probes])
     front_p = np.stack([p.frontal for p in probes])
+    raw = recogniser.scores(raw_p, raw_g)
+
+    def at_probe_yaw(field: str) -> np.ndarray:
+        """The raw probe vs the gallery rendered at its grid yaw (`field`: per-yaw dicts)."""
+        matched = np.empty_like(raw)
+        for i, probe in enumerate(probes):
+            yaw = nearest_grid_yaw(probe.yaw)
+            rendered = np.stack([getattr(g, field)[yaw] for g in gallery])
+            matched[i] = recogniser.scores(raw_p[i : i + 1], rendered)[0]
+        return matched
+
     per_photo = {
-        "raw": recogniser.scores(raw_p, raw_g),
+        "raw": raw,
         "frontalised": recogniser.scores(front_p, raw_g),
     }
-    matched = np.empty_like(per_photo["raw"])
-    for i, probe in enumerate(probes):
-        yaw = nearest_grid_yaw(probe.yaw)
-        rendered = np.stack([g.at_yaw[yaw] for g in gallery])
-        matched[i] = recogniser.scores(raw_p[i : i + 1], rendered)[0]
+    matched = at_probe_yaw("at_yaw")
     per_photo["pose_matched"] = matched
     per_photo["fusion"] = (per_photo["raw"] + per_photo["frontalised"] + matched) / 3.0
     geometry_p = np.stack([p.geometry_aligned for p in probes])
     per_photo["raw_geometry_aligned"] = recogniser.scores(geometry_p, raw_g)
+    if set(REGISTERED_ARMS) & set(arms):
+        if any(p.registered_frontal is None for p in probes) or any(
+            g.registered_at_yaw is None for g in gallery
+        ):
+            raise ValueError("the registered arms need every photo's registered embeddings")
+        per_photo["registered_pose_matched"] = at_probe_yaw("registered_at_yaw")
+        registered_p = np.stack([p.registered_frontal for p in probes])
+        per_photo["registered_frontalised"] = recogniser.scores(registered_p, raw_g)
+    unknown = set(arms) - set(per_photo)
+    if unknown:
+        raise ValueError(f"unknown arms {sorted(unknown)}")
+    per_photo = {arm: per_photo[arm] for arm in arms}
     owner = np.array([column[g.person] for g in gallery])
     out = {}
     for arm, s in per_photo.items():
@@ -404,10 +510,15 @@ def score_matrices(
 
 
 def evaluate(
-    probes: list[Photo], gallery: list[Photo], people: list[int], recogniser, rounds: int
+    probes: list[Photo],
+    gallery: list[Photo],
+    people: list[int],
+    recogniser,
+    rounds: int,
+    arms: tuple[str, ...] = ARMS,
 ) -> dict:
     column = {p: i for i, p in enumerate(people)}
-    matrices = score_matrices(probes, gallery, people, recogniser)
+    matrices = score_matrices(probes, gallery, people, recogniser, arms)
     truth = np.array([column[p.person] for p in probes])
     identity = np.array([p.person for p in probes])
     bucket = np.array([bucket_of(p.bucket_yaw) for p in probes])
@@ -426,7 +537,7 @@ def evaluate(
             if len(rows)
             else None,
         }
-        for arm in ARMS:
+        for arm in arms:
             scores = matrices[arm][rows]
             point = verification(scores, truth[rows])
             ci = bootstrap(
@@ -447,9 +558,11 @@ def plot(report: dict, title: str, path: Path) -> None:
 
     labels = list(report)
     x = np.arange(len(labels))
+    arms = [arm for arm in ARMS if arm in report[labels[0]]]  # those the run made
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    for k, arm in enumerate(ARMS):
+    for k, arm in enumerate(arms):
         style = {"linestyle": "--", "color": "grey"} if arm not in PLOTTED else {}
+        style["marker"] = "s" if arm in REGISTERED_ARMS else "o"
         values, lows, highs = [], [], []
         for label in labels:
             m = report[label][arm]["tar_at_far_0.01"]
@@ -458,8 +571,8 @@ def plot(report: dict, title: str, path: Path) -> None:
             lows.append(m["value"] - lo)
             highs.append(hi - m["value"])
         label = arm.replace("_", " ") + (" (control)" if arm not in PLOTTED else "")
-        ax.errorbar(x + (k - 2) * 0.07, values, yerr=[lows, highs], marker="o", capsize=3,
-                    label=label, **style)  # fmt: skip
+        ax.errorbar(x + (k - (len(arms) - 1) / 2) * 0.07, values, yerr=[lows, highs],
+                    capsize=3, label=label, **style)  # fmt: skip
     ax.set_xticks(x, [f"|yaw| {label}°\n({report[label]['probes']} probes)" for label in labels])
     ax.set_ylabel("TAR at FAR 1 %")
     ax.set_ylim(0, 1.02)
@@ -490,6 +603,23 @@ def markdown_table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def seconds_per_photo(probes: list[Photo], gallery: list[Photo]) -> dict:
+    """Mean seconds to process a probe and a gallery photo (all arms), and of that the
+    registered arms' share (cached photos: as timed when first computed)."""
+    out = {}
+    for role, photos in (("probe", probes), ("gallery", gallery)):
+        timed = [p for p in photos if np.isfinite(p.seconds)]
+        total = float(np.mean([p.seconds for p in timed])) if timed else None
+        extra = float(np.mean([p.registered_seconds for p in timed])) if timed else None
+        out[role] = {
+            "photos": len(timed),
+            "all_arms": None if total is None else round(total, 3),
+            "registered_arms": None if extra is None else round(extra, 3),
+            "other_arms": None if total is None else round(total - extra, 3),
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--people", type=int, default=100)
@@ -505,6 +635,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: fastest on a busy CPU)"
+    )
+    parser.add_argument(
+        "--face-model",
+        type=Path,
+        default=FACE_MODEL,
+        help="ICT face model npz for the registered arms (they are skipped without it)",
     )
     parser.add_argument("--table", type=Path, help="print a results JSON as Markdown, and stop")
     args = parser.parse_args()
@@ -522,15 +658,23 @@ def main() -> None:
         raise SystemExit("needs a checkpoint")
     torch.set_num_threads(args.threads)
     recogniser = ArcFaceRecogniser(args.arcface_model) if args.arcface_model else DlibRecogniser()
-    rec = Reconstructor(weights, device="cpu", detector=YUNET)
+    rec = Reconstructor(weights, device="cpu", detector=YUNET, face_model=args.face_model)
+    registered = rec.face_model is not None
+    arms = arms_run(registered)
+    skipped = [arm for arm in ARMS if arm not in arms]
+    if skipped:
+        print(f"no face model at {args.face_model}: the registered arms ({', '.join(skipped)}) "
+              "are skipped", flush=True)  # fmt: skip
     photos = (SyntheticPhotos(args.people) if args.synthetic
               else CfpPhotos(args.people, args.held_out))  # fmt: skip
     people = photos.people
     name = args.name or ("crosspose_synthetic" if args.synthetic else "crosspose")
 
     pose_estimator = "geometric" if rec.pose_model is None else "volume-pose network"
+    face_model = hashlib.sha256(args.face_model.read_bytes()).hexdigest() if registered else "none"
     identity = (
-        f"v3|{photos.source}|{rec.info.sha256}|{pose_estimator}|{recogniser.name}|{VIEW_SIZE}"
+        f"v4|{photos.source}|{rec.info.sha256}|{pose_estimator}|{recogniser.name}|{VIEW_SIZE}"
+        f"|{face_model}"
     )
     key = hashlib.sha256(identity.encode()).hexdigest()
     cache_path = CACHE / f"{key[:16]}.pkl"
@@ -539,15 +683,25 @@ def main() -> None:
         cache = pickle.loads(cache_path.read_bytes())
     start = time.perf_counter()
 
+    def stale(photo: Photo | None, yaws: list[float] | None) -> bool:
+        if photo is None:
+            return True
+        if yaws is None:
+            return False
+        rendered = set(photo.at_yaw or ())
+        if registered:
+            rendered &= set(photo.registered_at_yaw or ())
+        return not set(yaws) <= rendered
+
     def run(names: tuple[str, ...], yaws: list[float] | None) -> list[Photo]:
         done = []
         for n, person in enumerate(people):
             for photo_name in names:
                 photo = cache.get((person, photo_name))
-                if photo is None or (yaws is not None and not set(yaws) <= set(photo.at_yaw or ())):
+                if stale(photo, yaws):
                     fresh = Photo(person, photo_name, true_yaw=photos.true_yaw(person, photo_name))
                     image = photos.image(person, photo_name)
-                    photo = process(rec, recogniser, fresh, image, yaws)
+                    photo = process(rec, recogniser, fresh, image, yaws, registered)
                     cache[(person, photo_name)] = photo
                 done.append(photo)
             if n % 10 == 9 or n == len(people) - 1:
@@ -567,7 +721,7 @@ def main() -> None:
     # only people with a gallery photo can be identified; probes of others are dropped
     enrolled = sorted({g.person for g in gallery})
     probes = [p for p in probes if p.person in set(enrolled)]
-    report = evaluate(probes, gallery, enrolled, recogniser, args.bootstrap)
+    report = evaluate(probes, gallery, enrolled, recogniser, args.bootstrap, arms)
     checkpoint = str(weights.relative_to(REPO)) if weights.is_relative_to(REPO) else str(weights)
     data = "synthetic people (training engine)" if args.synthetic else "CFP"
     title = (
@@ -584,7 +738,11 @@ def main() -> None:
             "weights": checkpoint,
             "weights_sha256": rec.info.sha256,
             "pose_estimator": pose_estimator,
-            "chip_landmarks": "template (facerecon.chips.template_landmarks68)",
+            "arms": list(arms),
+            "arms_skipped": {arm: f"no face model at {args.face_model}" for arm in skipped},
+            "face_model_sha256": face_model if registered else None,
+            "chip_landmarks": "template (facerecon.chips.template_landmarks68); registered "
+            "arms: the registered head's own 68 landmarks",
             "people": len(enrolled),
             "gallery_photos": len(gallery),
             "probes": len(probes),
@@ -593,10 +751,11 @@ def main() -> None:
             "yaw_grid_step_deg": float(YAW_GRID[1] - YAW_GRID[0]),
             "bootstrap_rounds": args.bootstrap,
             "seconds": round(time.perf_counter() - start, 1),
+            "seconds_per_photo": seconds_per_photo(probes, gallery),
             "buckets": report,
         },
     )
-    print(json.dumps({b: {a: round(report[b][a]["tar_at_far_0.01"]["value"], 3) for a in ARMS}
+    print(json.dumps({b: {a: round(report[b][a]["tar_at_far_0.01"]["value"], 3) for a in arms}
                       for b in report}, indent=1))  # fmt: skip
 
 
