@@ -63,3 +63,27 @@ def test_checkpoint_round_trip_rebuilds_the_network(tmp_path):
 def test_unknown_variant_names_the_known_ones():
     with pytest.raises(KeyError, match="vrn-light"):
         create_model("resnet")
+
+
+def test_landmark_head_returns_one_heatmap_per_landmark_beside_the_volume():
+    model = create_model("vrn-tiny-landmarks").eval()
+    with torch.inference_mode():
+        stacks, heatmaps = model.forward_heads(torch.rand(2, 3, 192, 192))
+    assert [s.shape for s in stacks] == [(2, 200, 48, 48)]
+    assert heatmaps.shape == (2, 68, 48, 48)
+    assert create_model("vrn-tiny").forward_heads(torch.rand(1, 3, 192, 192))[1] is None
+
+
+def test_heatmap_points_find_a_peak_between_cells():
+    from facerecon.models.vrn import heatmap_points
+
+    truth = torch.tensor([[[50.3, 120.7], [3.0, 188.0]]])  # crop pixels
+    centres = (torch.arange(48) + 0.5) * 4 - 0.5
+    dx = (centres - truth[..., :1]) / 4  # (1, 2, 48)
+    dy = (centres - truth[..., 1:]) / 4
+    logits = -(dy[..., :, None] ** 2 + dx[..., None, :] ** 2) / (2 * 0.7**2)
+    found = heatmap_points(logits)
+    # the soft-argmax of a peak away from the border is sub-pixel; at the border the mass
+    # cut off by the edge pulls it inwards, by less than a cell
+    assert (found[0, 0] - truth[0, 0]).abs().max() < 0.2
+    assert (found[0, 1] - truth[0, 1]).abs().max() < 4.0

@@ -142,3 +142,22 @@ def test_export_adds_a_version_and_stays_loadable(run_dir, tmp_path):
     assert info["sha256"] == digest
     assert info["meta"]["version"] == "tiny-test" and "UTKFace" in info["meta"]["licences"]
     assert info["meta"]["steps"] >= 2
+
+
+def test_fine_tuning_adds_a_landmark_head_to_a_network_without_one(run_dir, tmp_path):
+    import json
+
+    from facerecon.models import load_checkpoint
+    from training.train import load_config, train
+
+    config = load_config(
+        REPO / "training/configs/vrn-light-cpu-finetune.yaml",
+        ["variant=vrn-tiny-landmarks", "batch_size=2", "steps=2", "warmup_steps=1",
+         "log_every=1", f"run_dir={tmp_path / 'landmarks'}", "photo_limit=16", "threads=1",
+         f"init_weights={run_dir / 'model.pt'}"],
+    )  # fmt: skip
+    tuned = train(config)
+    model, info = load_checkpoint(tuned / "model.pt")
+    assert info["variant"] == "vrn-tiny-landmarks" and model.landmark_head is not None
+    records = [json.loads(line) for line in (tuned / "log.jsonl").read_text().splitlines()]
+    assert all(r["landmark_px"] > 0 and r["landmark_loss"] > 0 for r in records)

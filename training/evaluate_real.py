@@ -4,7 +4,8 @@
         [--fits runs/realfit/fits.pt] [--out bench/results/real_yardstick.json] \
         [--picture docs/real_yardstick.png]
 
-Held-out photos only (never trained on, nothing tuned on them): CFP people 401-450
+Held-out photos only by default (never trained on, nothing tuned on them; `--split
+validation` runs the held-in photos training leaves out, to make choices on): CFP people 401-450
 (`--frontals` frontal photos each, default 2, and all 4 profiles) and 300-W `helen_test`.
 Labels are the multi-view ICT fits of `python -m training.realfit.build`. Each photo goes
 through the service's own `Reconstructor` (YuNet finds the face, as `make run` does; a
@@ -35,16 +36,26 @@ from facerecon.face_model import ICT_VERTEX_RANGES
 from facerecon.reconstructor import ReconstructOptions, Reconstructor
 from training.engine.facemodel import load_face_model
 from training.realcheck import row
+from training.realfit.annotations import is_validation
 from training.realfit.targets import posed_vertices
 
 REPO = Path(__file__).resolve().parents[1]
 FACIAL_MASK = np.arange(*ICT_VERTEX_RANGES["narrow_face"])  # first in every kept ordering
 
 
-def held_out(photos: list[dict], frontals: int) -> list[int]:
+SPLITS = ("held_out", "validation")
+
+
+def split_photos(photos: list[dict], frontals: int, split: str = "held_out") -> list[int]:
+    """Indices of the split's photos: "held_out" (the yardstick) or "validation" (held-in
+    photos training leaves out, for making choices: `annotations.is_validation`)."""
     keep = []
     for i, p in enumerate(photos):
-        if not p["held_out"]:
+        if split == "held_out" and not p["held_out"]:
+            continue
+        if split == "validation" and not (
+            not p["held_out"] and is_validation(p["path"], p["subset"], p["person"])
+        ):
             continue
         if p["scheme"] == "cfp_frontal" and int(p["path"].split("/")[-1][:2]) > frontals:
             continue
@@ -53,9 +64,9 @@ def held_out(photos: list[dict], frontals: int) -> list[int]:
 
 
 def view_type(photo: dict) -> str:
-    return {"cfp_frontal": "cfp_frontal", "cfp_profile": "cfp_profile"}.get(
-        photo["scheme"], "helen_test"
-    )
+    if photo["scheme"] == "ibug68":
+        return "helen_test" if photo["held_out"] else "300w_validation"
+    return photo["scheme"]
 
 
 def rigid_icp(source: np.ndarray, target: np.ndarray, iterations: int = 30) -> np.ndarray:
@@ -75,14 +86,21 @@ def rigid_icp(source: np.ndarray, target: np.ndarray, iterations: int = 30) -> n
     return tree.query(moved)[0]
 
 
-def evaluate(reconstructor: Reconstructor, shared: Path, fits_path: Path, frontals: int) -> dict:
+def evaluate(
+    reconstructor: Reconstructor,
+    shared: Path,
+    fits_path: Path,
+    frontals: int,
+    split: str = "held_out",
+) -> dict:
     cache = torch.load(fits_path, map_location="cpu", weights_only=False)
     photos, fits = cache["photos"], cache["fits"]
     model = load_face_model(shared / "facemodel")
     options = ReconstructOptions(registration=True, frontal=False)
     rows: dict[str, list[dict]] = {}
     whole_photo = 0
-    for i in held_out(photos, frontals):
+    chosen = split_photos(photos, frontals, split)
+    for i in chosen:
         p = photos[i]
         image = cv2.cvtColor(cv2.imread(str(shared / p["path"])), cv2.COLOR_BGR2RGB)
         result = reconstructor(image, options=options)  # no face found: the whole photo
@@ -100,11 +118,17 @@ def evaluate(reconstructor: Reconstructor, shared: Path, fits_path: Path, fronta
             error = np.linalg.norm(result.registration.landmarks68_2d - truth, axis=1).mean()
             record["nme_outer_eye"] = float(error / np.linalg.norm(truth[36] - truth[45]))
             record["nme_box"] = float(error / np.sqrt(np.prod(np.ptp(truth, axis=0))))
+            if result.landmarks68 is not None:  # the landmark head's own points
+                error = np.linalg.norm(result.landmarks68 - truth, axis=1).mean()
+                record["nme_network_outer_eye"] = float(
+                    error / np.linalg.norm(truth[36] - truth[45])
+                )
         rows.setdefault(view_type(p), []).append(record)
     report = {"photos": sum(len(r) for r in rows.values()), "taken_whole": whole_photo}
     for kind, records in rows.items():
         out = {"n": len(records)}
-        for key in ("yaw_error", "shape_error", "nme_outer_eye", "nme_box"):
+        for key in ("yaw_error", "shape_error", "nme_outer_eye", "nme_box",
+                    "nme_network_outer_eye"):  # fmt: skip
             values = np.array([r[key] for r in records if key in r])
             if len(values):
                 out[key] = {"median": round(float(np.median(values)), 4),
@@ -112,8 +136,7 @@ def evaluate(reconstructor: Reconstructor, shared: Path, fits_path: Path, fronta
                             "mean": round(float(values.mean()), 4)}  # fmt: skip
         out["median_abs_yaw"] = round(float(np.median([abs(r["yaw"]) for r in records])), 2)
         out["median_abs_yaw_fitted"] = round(float(np.median([
-            abs(fits["yaw"][i].item()) for i in held_out(photos, frontals)
-            if view_type(photos[i]) == kind
+            abs(fits["yaw"][i].item()) for i in chosen if view_type(photos[i]) == kind
         ])), 2)  # fmt: skip
         report[kind] = out
     return report
@@ -142,6 +165,8 @@ def main() -> None:
     parser.add_argument("--frontals", type=int, default=2, help="frontal photos per CFP person")
     parser.add_argument("--out", default=str(REPO / "bench/results/real_yardstick.json"))
     parser.add_argument("--picture", default=None, help="also draw held-out photos to this PNG")
+    parser.add_argument("--split", choices=SPLITS, default="held_out",
+                        help="validation: held-in photos training leaves out")  # fmt: skip
     args = parser.parse_args()
     shared = Path(args.shared)
     reconstructor = Reconstructor(
@@ -149,7 +174,8 @@ def main() -> None:
         face_model=shared / "facemodel/ict_face_light.npz", pose_weights=args.pose_weights,
     )  # fmt: skip
     started = time.time()
-    report = evaluate(reconstructor, shared, Path(args.fits), args.frontals)
+    report = evaluate(reconstructor, shared, Path(args.fits), args.frontals, args.split)
+    report["split"] = args.split
     report["weights"] = {"path": args.weights, "sha256": reconstructor.info.sha256}
     report["seconds"] = round(time.time() - started, 1)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

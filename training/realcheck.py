@@ -5,8 +5,9 @@
 
 Rows: skimage's astronaut, held-out UTKFace crops and held-out CFP profiles (people 401-450),
 none of them trained on.
-Columns: the network's input crop | frontal view (pose undone, photo colours) | the same
-untextured | untextured side view (70° to the side of frontal). Faces are found with
+Columns: the network's input crop (with the landmark head's points, if it has one) |
+frontal view (pose undone, photo colours) | the same untextured | untextured side view (70°
+to the side of frontal). Faces are found with
 YuNet from ../shared/models/yunet; the service's own crop, mesh, pose and render code runs.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import skimage.data
+import skimage.draw
 from PIL import Image
 
 from facerecon.errors import InputError
@@ -54,6 +56,11 @@ def row(reconstructor: Reconstructor, image: np.ndarray) -> np.ndarray:
     undo = result.pose.matrix().T
     shaded = render_views(grey, [(0.0, 0.0), (70.0, 0.0)], SIZE, BACKGROUND, rotation=undo)
     crop = (face.crop * 255).round().astype(np.uint8)
+    if face.predicted_landmarks is not None:  # the landmark head's points, on the crop
+        t = face.transform
+        for x, y in face.predicted_landmarks * t.scale + [t.tx, t.ty]:
+            rr, cc = skimage.draw.disk((y, x), 1.6, shape=crop.shape[:2])
+            crop[rr, cc] = (0, 255, 0)
     tiles = [crop, result.frontal.image[..., :3], shaded[0, ..., :3], shaded[1, ..., :3]]
     return np.concatenate(tiles, axis=1)
 

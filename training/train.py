@@ -31,8 +31,9 @@ import torch.distributed as dist
 import yaml
 
 from facerecon.models import count_parameters, create_model, load_checkpoint, save_checkpoint
+from facerecon.models.vrn import heatmap_points
 from training.engine.synth import EngineConfig, SyntheticFaces
-from training.losses import StackLogits, volume_iou, volume_loss, volume_targets
+from training.losses import StackLogits, landmark_loss, volume_iou, volume_loss, volume_targets
 from training.realfit.dataset import MixedFaces, RealFaces
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +64,12 @@ DEFAULTS = {
     "real_profiling": 0.0,  # chance a near-frontal real sample is face-profiled to 45-90 deg
     "cpu_bf16": False,  # bf16 autocast on the CPU (AVX-512 BF16: ~2x faster steps)
     "channels_last": False,  # NHWC activations (faster convolutions on the CPU)
+    # weight of the landmark head's loss (`landmark_loss`, in heatmap cells) against the
+    # volume's cross-entropy; used by variants with a landmark head
+    "landmark_weight": 0.02,
+    # the landmark head's learning rate over `lr`: a new head on trained features would
+    # otherwise take thousands of steps to sharpen its maps (measured: 23.5 -> 22.9 in 50)
+    "landmark_lr_scale": 20.0,
 }
 
 
@@ -89,12 +96,17 @@ def learning_rate(config: dict, step: int) -> float:
 
 
 def make_optimizer(config: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Every parameter at `lr`, the landmark head's at `lr` x `landmark_lr_scale` (each
+    group's `lr_scale`, which `learning_rate`'s schedule is multiplied by)."""
+    head = [] if model.landmark_head is None else list(model.landmark_head.parameters())
+    rest = [p for p in model.parameters() if all(p is not q for q in head)]
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if head:
+        groups.append({"params": head, "lr_scale": config["landmark_lr_scale"]})
     if config["optimizer"] == "adamw":
-        return torch.optim.AdamW(
-            model.parameters(), config["lr"], weight_decay=config["weight_decay"]
-        )
+        return torch.optim.AdamW(groups, config["lr"], weight_decay=config["weight_decay"])
     if config["optimizer"] == "rmsprop":
-        return torch.optim.RMSprop(model.parameters(), config["lr"])
+        return torch.optim.RMSprop(groups, config["lr"])
     raise ValueError(f"unknown optimizer {config['optimizer']!r}")
 
 
@@ -110,11 +122,14 @@ def init_output_bias(model: torch.nn.Module, engine: SyntheticFaces, config: dic
 def start_from_checkpoint(model: torch.nn.Module, config: dict) -> dict:
     """Load `init_weights` into `model`; returns what the run's checkpoints record of it."""
     source, info = load_checkpoint(config["init_weights"])
-    if info["variant"] != config["variant"]:
+    if source.config.to_dict() != {**model.config.to_dict(), "landmarks": source.config.landmarks}:
         raise ValueError(
             f"init_weights is a {info['variant']!r}, the config a {config['variant']!r}"
         )
-    model.load_state_dict(source.state_dict())
+    # a network without a landmark head may start one that has it: the head starts fresh
+    missing, _ = model.load_state_dict(source.state_dict(), strict=False)
+    if any(not name.startswith("landmark_head.") for name in missing):
+        raise ValueError(f"init_weights lacks {missing}")
     meta = info["meta"]
     return {"sha256": info["sha256"], "steps": meta.get("steps"),
             "samples_seen": meta.get("samples_seen"), "hours": meta.get("hours"),
@@ -200,12 +215,15 @@ def train(config: dict) -> Path:
         meta = {
             "data": "facerecon synthetic engine (ICT face model shapes, UTKFace photo textures)"
             + (f"; {config['real_share']:.0%} of each batch real photos (CFP 001-400, 300-W "
-               "helen_train + afw) with fitted ICT heads (training.realfit)"
+               "helen_train + afw, less the validation split) with fitted ICT heads "
+               "(training.realfit)"
                if data is not engine else ""),
             "engine": asdict(engine.config), "seed": config["seed"], "steps": step,
             "samples_seen": samples, "hours": round(seconds / 3600, 3),
             "hardware": hardware(device, world), "train_config": config,
-            "loss": f"per-voxel sigmoid cross-entropy ({config['loss_resolution']})",
+            "loss": f"per-voxel sigmoid cross-entropy ({config['loss_resolution']})"
+            + (f" + {config['landmark_weight']} x landmark_loss"
+               if model.landmark_head is not None else ""),
             "start_from": start_from,  # the checkpoint a fine-tuning run began at
         }  # fmt: skip
         tmp = run_dir / "model.tmp"
@@ -232,10 +250,13 @@ def train(config: dict) -> Path:
         data_seconds = time.time() - started
         lr = learning_rate(config, step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # older states: one group
         with autocast:
-            stacks = net(images)
+            stacks, heatmaps = net(images)
         loss = volume_loss(stacks, targets, config["loss_resolution"])
+        if heatmaps is not None:
+            points_loss = landmark_loss(heatmaps, batch.points68.to(device))
+            loss = loss + config["landmark_weight"] * points_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
@@ -254,8 +275,15 @@ def train(config: dict) -> Path:
                         logits, scale_factor=4.0, mode="bilinear"
                     )
                 iou = volume_iou(logits, targets).item()
+                if heatmaps is not None:  # median landmark error, crop pixels
+                    error = (heatmap_points(heatmaps) - batch.points68.to(device)).norm(dim=-1)
+                    extra = {"landmark_loss": round(points_loss.item(), 4),
+                             "landmark_px": round(error.median().item(), 2)}  # fmt: skip
+                else:
+                    extra = {}
             rate = window_samples / (now - last_log)
-            record = {"step": step, "loss": round(loss.item(), 5), "iou": round(iou, 4), "lr": lr,
+            record = {"step": step, "loss": round(loss.item(), 5), "iou": round(iou, 4), **extra,
+                      "lr": lr,
                       "samples": samples, "samples_per_s": round(rate, 3),
                       "data_s": round(data_seconds, 3), "hours": round(seconds / 3600, 4),
                       "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}  # fmt: skip

@@ -37,6 +37,7 @@ from facerecon.image import decode_image
 from facerecon.mesh import Mesh, decimate, sample_colors, surface_mesh, to_image_space
 from facerecon.models import VolumePose, count_parameters, fold_batchnorm, load_checkpoint
 from facerecon.models.volume_pose import estimate_volume_pose
+from facerecon.models.vrn import heatmap_points
 from facerecon.pose import Pose, estimate_pose, rotation_matrix
 from facerecon.registration import (
     Registration,
@@ -167,6 +168,18 @@ class PreparedFace:
     face_source: str = "request"  # one of FACE_SOURCES
     face_box: np.ndarray | None = None  # (x0, y0, x1, y1): the detector's box, when it found one
     notes: list[str] = field(default_factory=list)  # for people: e.g. NO_FACE_FOUND
+    # (68, 2) image pixels: the iBUG-68 points of the network's landmark head (`predict`)
+    predicted_landmarks: np.ndarray | None = None
+
+
+def registration_landmarks(face: PreparedFace) -> np.ndarray | None:
+    """The 2D landmarks the registration is pulled towards: a client's 68 points, else the
+    network's 68, else the 5 points of the client or the detector."""
+    if face.landmarks is not None and len(face.landmarks) == 68:
+        return face.landmarks
+    if face.predicted_landmarks is not None:
+        return face.predicted_landmarks
+    return face.landmarks
 
 
 @dataclass(frozen=True)
@@ -195,6 +208,8 @@ class Reconstruction:
     face_source: str = "request"  # how the face was found: one of FACE_SOURCES
     face_box: np.ndarray | None = None  # (x0, y0, x1, y1): the detector's box, when it found one
     notes: list[str] = field(default_factory=list)  # for people: e.g. NO_FACE_FOUND
+    # (68, 2) image pixels: the network landmark head's iBUG-68 points (None without one)
+    landmarks68: np.ndarray | None = None
 
 
 class _Timer:
@@ -273,9 +288,9 @@ class Reconstructor:
         )  # fmt: skip
         self.model = self.model.to(self.dtype)
         model = self.model
-        self._logits = lambda x: model.forward_logits(x)[-1]
+        self._heads = lambda x: _last_heads(model, x)
         if compile:
-            self._logits = torch.compile(self._logits, mode="max-autotune-no-cudagraphs")
+            self._heads = torch.compile(self._heads, mode="max-autotune-no-cudagraphs")
         self.max_pixels = max_pixels
         # head pose from the volume by a small CNN (CPU, ~ms); None: geometric fallback
         self.pose_model = load_pose_model(pose_weights, path)
@@ -291,6 +306,11 @@ class Reconstructor:
                     "none to take each photo as a face crop)"
                 )
             self.detector = load_detector(self.detector_path)
+
+    @property
+    def predicts_landmarks(self) -> bool:
+        """Whether the network has a landmark head (`Reconstruction.landmarks68`)."""
+        return self.config.landmarks > 0
 
     def warmup(self) -> None:
         blank = np.zeros((self.info.input_size, self.info.input_size, 3), np.float32)
@@ -352,21 +372,30 @@ class Reconstructor:
     def predict(self, faces: Sequence[PreparedFace]) -> list[CoarseVolume]:
         """One forward pass over a batch: each face's occupancy volume (slices, size, size),
         kept as the network's coarse logits (`CoarseVolume`: `.probability()` or
-        `np.asarray` makes the full volume in [0, 1])."""
+        `np.asarray` makes the full volume in [0, 1]). A network with a landmark head also
+        sets each face's `predicted_landmarks`."""
         start = time.perf_counter()
-        logits = self._forward(np.stack([f.crop for f in faces]))
+        logits, points = self._forward(np.stack([f.crop for f in faces]))
         elapsed = (time.perf_counter() - start) * 1000.0
-        for f in faces:
+        for i, f in enumerate(faces):
             f.timings_ms["network"] = elapsed
+            if points is not None:  # crop pixels -> image pixels
+                t = f.transform
+                f.predicted_landmarks = (points[i] - [t.tx, t.ty]) / t.scale
         factor = self.info.input_size // logits.shape[-1]
         return [CoarseVolume(volume, factor) for volume in logits]
 
     @torch.inference_mode()
-    def _forward(self, crops: np.ndarray) -> np.ndarray:
-        """The network's last logits before its upsampling, (N, slices, 48, 48) float32."""
+    def _forward(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The network's last logits before its upsampling, (N, slices, 48, 48) float32, and
+        its landmarks in crop pixels, (N, 68, 2) float64 (None without a landmark head)."""
         x = torch.from_numpy(crops).permute(0, 3, 1, 2).to(self.device, self.dtype)
         x = x.contiguous(memory_format=torch.channels_last)
-        return self._logits(x).float().cpu().contiguous().numpy()
+        logits, heatmaps = self._heads(x)
+        points = None
+        if heatmaps is not None:
+            points = heatmap_points(heatmaps, self.info.input_size).double().cpu().numpy()
+        return logits.float().cpu().contiguous().numpy(), points
 
     def finish(
         self, face: PreparedFace, volume: CoarseVolume | np.ndarray, options: ReconstructOptions
@@ -393,7 +422,9 @@ class Reconstructor:
         registration = texture = None
         if options.registration:
             with _Timer(timings, "registration"):
-                registration = register(mesh, self.face_model, pose, landmarks=face.landmarks)
+                registration = register(
+                    mesh, self.face_model, pose, landmarks=registration_landmarks(face)
+                )
             with _Timer(timings, "texture"):
                 texture = bake_texture(registration, face.image, self.face_model)
             if options.registration_region == "face":
@@ -449,6 +480,7 @@ class Reconstructor:
             face_source=face.face_source,
             face_box=face.face_box,
             notes=list(face.notes),
+            landmarks68=face.predicted_landmarks,
         )
 
     def head_pose(self, volume: CoarseVolume | np.ndarray, mesh: Mesh) -> Pose:
@@ -504,6 +536,14 @@ class Reconstructor:
 
 
 POSE_ONLY = ReconstructOptions(frontal=False, pose=True)
+
+
+def _last_heads(
+    model: torch.nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The last stack's volume logits and the landmark heatmaps (or None)."""
+    stacks, heatmaps = model.forward_heads(x)
+    return stacks[-1], heatmaps
 
 
 def _annotated(

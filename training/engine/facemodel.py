@@ -18,6 +18,7 @@ import torch
 from facerecon.face_model import (  # the ICT topology's parts, shared with the service
     ICT_VERTEX_RANGES,
     ICT_VERTICES,
+    landmark_vertices,
     new_indices,
     region_vertices,
     restrict_triangles,
@@ -25,6 +26,13 @@ from facerecon.face_model import (  # the ICT topology's parts, shared with the 
 
 # Regions that make up the rendered, voxelised head (facerecon.face_model.ICT_VERTEX_RANGES).
 SOLID_REGIONS = ("face", "head_and_neck", "eyeball_left", "eyeball_right", "mouth_socket")
+# iBUG-68 point i of a face seen in a mirror is point IBUG68_MIRROR[i] of the mirrored face
+# (the jaw, brows, nostrils, eyes and lips swap sides; the midline points stay)
+IBUG68_MIRROR = (
+    list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30]
+    + [35, 34, 33, 32, 31] + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65]
+)  # fmt: skip
 
 
 @dataclass
@@ -37,6 +45,9 @@ class FaceModel:
     expression_names: list[str]
     triangles: torch.Tensor  # (F, 3) long, indices into the kept vertices
     landmarks68: torch.Tensor  # (68,) long, indices into the kept vertices
+    # (68,) long: the project's iBUG-68 map (facerecon/data/landmarks68.json, fitted to
+    # human annotations), the landmark head's targets
+    annotated68: torch.Tensor
     face_vertices: torch.Tensor  # (Vf,) long: the face region (for NME)
     region_of_vertex: torch.Tensor  # (V,) long: index into SOLID_REGIONS
 
@@ -80,6 +91,7 @@ def load_face_model(directory: str | Path) -> FaceModel:
         expression_names=[str(n) for n in data["expression_names"]],
         triangles=torch.from_numpy(triangles),
         landmarks68=torch.from_numpy(landmarks),
+        annotated68=torch.from_numpy(new_index[landmark_vertices(data)]),
         face_vertices=torch.from_numpy(new_index[region_vertices(["face"])]),
         region_of_vertex=torch.from_numpy(region[kept]),
     )

@@ -16,7 +16,7 @@ import torch
 
 from training.engine import appearance, augment
 from training.engine.appearance import AppearancePrior
-from training.engine.facemodel import FaceModel, load_face_model
+from training.engine.facemodel import IBUG68_MIRROR, FaceModel, load_face_model
 from training.engine.geometry import rotation_matrices, vertex_normals
 from training.engine.photos import PhotoBank
 from training.engine.raster import Raster, rasterize
@@ -61,6 +61,9 @@ class Batch:
     front: torch.Tensor  # (B, 192, 192) crop z of the nearest head surface (-inf: none)
     back: torch.Tensor  # (B, 192, 192) crop z of the farthest head surface (+inf: none)
     landmarks: torch.Tensor  # (B, 68, 3) crop-space (x, y down, z) landmarks
+    # (B, 68, 2) crop-space (x, y) of the iBUG-68 points as the image shows them (mirrored
+    # samples renumbered): the landmark head's targets
+    points68: torch.Tensor
     face_vertices: torch.Tensor  # (B, Vf, 3) crop-space face-region vertices
     yaw: torch.Tensor  # (B,) degrees, as seen in the (possibly flipped) image
     pitch: torch.Tensor
@@ -178,7 +181,8 @@ class SyntheticFaces:
         image = self.paint(g, raster, frontal, posed, vertices)
 
         flip = (torch.rand(size, generator=g) < cfg.flip_probability).to(device)
-        return flipped_batch(model, image, raster, vertices, pose, flip)
+        points = vertices[:, model.annotated68, :2]
+        return flipped_batch(model, image, raster, vertices, pose, flip, points)
 
     def paint(
         self,
@@ -230,9 +234,11 @@ def flipped_batch(
     vertices: torch.Tensor,
     pose: dict[str, torch.Tensor],
     flip: torch.Tensor,
+    points: torch.Tensor,
 ) -> Batch:
-    """The Batch of rendered heads (crop-space `vertices`, their `raster`), each sample where
-    `flip` is set mirrored left to right: image, depth maps, vertices and yaw/roll."""
+    """The Batch of rendered heads (crop-space `vertices`, their `raster`; `points`: their
+    (B, 68, 2) crop-space iBUG-68 points), each sample where `flip` is set mirrored left to
+    right: image, depth maps, vertices, points (renumbered) and yaw/roll."""
     front = torch.where(raster.mask, raster.front, float("-inf"))
     back = torch.where(raster.mask, raster.back, float("inf"))
     image = torch.where(flip[:, None, None, None], image.flip(-1), image)
@@ -241,12 +247,16 @@ def flipped_batch(
     mirrored = vertices.clone()
     mirrored[..., 0] = SIZE - 1 - mirrored[..., 0]
     vertices = torch.where(flip[:, None, None], mirrored, vertices)
+    mirrored_points = points[:, IBUG68_MIRROR].clone()
+    mirrored_points[..., 0] = SIZE - 1 - mirrored_points[..., 0]
+    points = torch.where(flip[:, None, None], mirrored_points, points)
     sign = torch.where(flip.cpu(), -1.0, 1.0)
     return Batch(
         image=image.contiguous(),
         front=front.contiguous(),
         back=back.contiguous(),
         landmarks=vertices[:, model.landmarks68],
+        points68=points.contiguous(),
         face_vertices=vertices[:, model.face_vertices],
         yaw=pose["yaw"] * sign,
         pitch=pose["pitch"],

@@ -1,12 +1,14 @@
 """The real photos with landmarks in ../shared: CFP (30 points, profiles too) and 300-W (68).
 
 Splits (issue "Real photos with 3D targets"): training may use CFP people 001-400,
-300-W `helen_train` and `afw`; CFP people 401-450 and `helen_test` are the held-out
-real-photo yardstick: fitted as its labels, never trained on, never tuned on.
+300-W `helen_train` and `afw`, less a validation split of them (`is_validation`); CFP
+people 401-450 and `helen_test` are the held-out real-photo yardstick: fitted as its labels,
+never trained on, never tuned on.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,16 @@ import numpy as np
 
 HELD_OUT_CFP = range(401, 451)
 HELD_OUT_300W = ("helen_test",)
+# Validation: held-in photos that training leaves out, so that choices (A/Bs, settings) are
+# made on photos no training step saw -- and never on the held-out ones.
+VALIDATION_CFP = range(391, 401)
+VALIDATION_EVERY = 10  # every 10th 300-W helen_train / afw photo (by the CRC of its path)
+
+
+def is_validation(path: str, subset: str, person: int) -> bool:
+    if subset == "cfp":
+        return person in VALIDATION_CFP
+    return subset in ("helen_train", "afw") and zlib.crc32(path.encode()) % VALIDATION_EVERY == 0
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,11 @@ def make_batch(
     scale_jitter: tuple[float, float] = (0.85, 1.15),
     shift_pixels: float = 15.0,
     flip_probability: float = 0.5,
+    points: torch.Tensor | None = None,
 ) -> Batch:
-    """Crops of `photos` (RGB uint8) and targets of their posed heads (`posed_vertices`)."""
+    """Crops of `photos` (RGB uint8) and targets of their posed heads (`posed_vertices`).
+    `points`: (B, 68, 2) photo-pixel iBUG-68 points for the landmark targets (e.g. an
+    annotator's); by default the fitted heads' (`FaceModel.annotated68`)."""
     size = len(photos)
     lm = vertices[:, model.landmarks68, :2]
     lo, hi = lm.amin(1), lm.amax(1)
@@ -54,6 +57,9 @@ def make_batch(
     shift = shift_pixels * (2 * torch.rand(size, 2, generator=g) - 1)
     offset = (SIZE / 2 - 0.5) + shift - (lo + hi) / 2 * scale[:, None]  # crop = scale*x + offset
     xy = vertices[..., :2] * scale[:, None, None] + offset[:, None]
+    if points is None:
+        points = vertices[:, model.annotated68, :2]
+    points = points * scale[:, None, None] + offset[:, None]
     z = vertices[..., 2] * scale[:, None]
     z = z + depth_offset(xy, z)[:, None]
     crop_vertices = torch.cat([xy, z[..., None]], -1)
@@ -77,4 +83,4 @@ def make_batch(
 
     flip = torch.rand(size, generator=g) < flip_probability
     pose = {"yaw": yaw, "pitch": pitch, "roll": roll}
-    return flipped_batch(model, image, raster, crop_vertices, pose, flip)
+    return flipped_batch(model, image, raster, crop_vertices, pose, flip, points)

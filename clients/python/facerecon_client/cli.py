@@ -95,6 +95,9 @@ def save(reply: pb.ReconstructResponse, stem: str, out: Path, mesh_format: str) 
     }
     if reply.HasField("detected_face"):
         summary["detected_face"] = json_format.MessageToDict(reply.detected_face)
+    if reply.landmarks68.xy:  # the network's 68 points, [[x, y], ...] image pixels
+        xy = [round(v, 1) for v in reply.landmarks68.xy]
+        summary["landmarks68"] = [list(p) for p in zip(xy[::2], xy[1::2], strict=True)]
     if reply.HasField("registration"):  # the fitted face model: textured GLB and its figures
         reg, xy = reply.registration, list(reply.registration.landmarks68_2d.xy)
         written.append(out / f"{stem}_registered.glb")

@@ -13,7 +13,10 @@ from facerecon.models.vrn import VRN, VRNConfig, fold_batchnorm
 VARIANTS: dict[str, VRNConfig | VolumePoseConfig] = {
     "vrn": VRNConfig(features=256, modules=3),  # the paper: ~18.5M parameters
     "vrn-light": VRNConfig(features=128, modules=4),  # ~6.2M parameters
+    # vrn-light with a 68-landmark heatmap head beside the volume (VRN-Multitask's idea)
+    "vrn-light-landmarks": VRNConfig(features=128, modules=4, landmarks=68),
     "vrn-tiny": VRNConfig(features=16, modules=1),  # for tests only
+    "vrn-tiny-landmarks": VRNConfig(features=16, modules=1, landmarks=68),  # tests only
     "volume-pose": VolumePoseConfig(),  # head pose from a VRN volume: ~0.37M parameters
 }
 # architecture name (stored in checkpoints) -> (network, its config)

@@ -4,6 +4,10 @@ Two stacked hourglasses regress a 200 x 192 x 192 occupancy volume of the face f
 192 x 192 RGB image in [0, 1]. Channel d of the output is depth slice d (d grows towards
 the camera); x and y are the crop's pixels.
 
+With `landmarks` > 0 it is also VRN-Multitask's sibling: a 1x1 head beside the volume's
+reads the same features into one heatmap per landmark (48 x 48 logits); `heatmap_points`
+turns them into sub-pixel crop coordinates (a soft-argmax, so no 4-pixel quantisation).
+
 Residual modules are bottlenecks in conv -> BN -> ReLU order (rather than Newell's
 pre-activation order) so that every batch-norm folds into the convolution before it
 for inference (see `fold_batchnorm`).
@@ -27,6 +31,7 @@ class VRNConfig:
     slices: int = 200  # depth slices of the output volume
     input_size: int = 192
     intermediate_supervision: bool = False  # the paper's plain VRN has none
+    landmarks: int = 0  # landmark heatmaps beside the volume (68: the iBUG points), 0: none
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,9 +106,21 @@ class VRN(nn.Module):
         n_heads = config.stacks if config.intermediate_supervision else 1
         self.heads = nn.ModuleList(nn.Conv2d(f, s, 1) for _ in range(n_heads))
         self.head_merge = nn.ModuleList(nn.Conv2d(s, f, 1) for _ in range(n_heads - 1))
+        self.landmark_head = None
+        if config.landmarks:
+            # zero: uniform maps at first, so a new head added to trained features sends
+            # them no noise until it has learned something
+            self.landmark_head = nn.Conv2d(f, config.landmarks, 1)
+            nn.init.zeros_(self.landmark_head.weight)
+            nn.init.zeros_(self.landmark_head.bias)
 
     def forward_logits(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Logits of each supervised stack at 48 x 48 (the last one is the answer)."""
+        return self.forward_heads(image)[0]
+
+    def forward_heads(self, image: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Every supervised stack's volume logits and the landmark heatmap logits
+        (N, landmarks, 48, 48), or None without a landmark head."""
         x = self.stem(image * 2.0 - 1.0)
         outputs = []
         stages = zip(self.hourglasses, self.features, strict=True)
@@ -116,7 +133,8 @@ class VRN(nn.Module):
                 x = x + self.merge[i](y)
                 if self.config.intermediate_supervision:
                     x = x + self.head_merge[i](outputs[-1])
-        return outputs
+        heatmaps = self.landmark_head(y) if self.landmark_head is not None else None
+        return outputs, heatmaps
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Volume logits, (N, slices, input_size, input_size)."""
@@ -125,6 +143,19 @@ class VRN(nn.Module):
         # it plain here, at 48 x 48, costs 5 ms where the full volume's transpose costs 25
         logits = self.forward_logits(image)[-1].contiguous()
         return F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
+
+
+def heatmap_points(heatmaps: torch.Tensor, input_size: int = 192) -> torch.Tensor:
+    """(N, K, h, w) heatmap logits -> (N, K, 2) expected (x, y) in input pixels: the mean of
+    each softmax-normalised map (Sun et al.'s integral regression)."""
+    n, k, h, w = heatmaps.shape
+    probability = heatmaps.float().flatten(2).softmax(-1).view(n, k, h, w)
+    cell = input_size / w  # pixels per heatmap cell; cell i's centre is pixel cell*(i+.5)-.5
+    xs = (torch.arange(w, device=heatmaps.device) + 0.5) * cell - 0.5
+    ys = (torch.arange(h, device=heatmaps.device) + 0.5) * cell - 0.5
+    x = (probability.sum(2) * xs).sum(-1)
+    y = (probability.sum(3) * ys).sum(-1)
+    return torch.stack([x, y], -1)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

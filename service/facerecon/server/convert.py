@@ -174,6 +174,8 @@ def build_response(result: Reconstruction, parsed: ParsedRequest) -> pb.Reconstr
         face_source=FACE_SOURCES[result.face_source],
         notes=result.notes,
     )
+    if result.landmarks68 is not None:
+        response.landmarks68.xy.extend(result.landmarks68.reshape(-1).tolist())
     if result.face_box is not None:
         x0, y0, x1, y1 = (float(v) for v in result.face_box)
         response.detected_face.CopyFrom(types.FaceBox(x0=x0, y0=y0, x1=x1, y1=y1))

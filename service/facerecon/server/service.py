@@ -206,6 +206,8 @@ class FaceReconService(service_pb2_grpc.FaceReconServiceServicer):
         ]
         if engine.reconstructor.detector is not None:
             features.append("face_detector")
+        if engine.reconstructor.predicts_landmarks:
+            features.append("predicted_landmarks_68")
         if engine.reconstructor.face_model is not None:
             features += REGISTRATION_FEATURES
         return pb.GetModelInfoResponse(

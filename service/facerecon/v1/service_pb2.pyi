@@ -23,7 +23,7 @@ class ReconstructRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., face_box: _Optional[_Union[_types_pb2.FaceBox, _Mapping]] = ..., landmarks: _Optional[_Union[_types_pb2.Landmarks, _Mapping]] = ..., options: _Optional[_Union[_types_pb2.ReconstructOptions, _Mapping]] = ...) -> None: ...
 
 class ReconstructResponse(_message.Message):
-    __slots__ = ("request_id", "mesh", "views", "frontal_view", "pose", "timings_ms", "model", "matched_view", "matched_pose", "registration", "face_source", "detected_face", "notes")
+    __slots__ = ("request_id", "mesh", "views", "frontal_view", "pose", "timings_ms", "model", "matched_view", "matched_pose", "registration", "face_source", "detected_face", "notes", "landmarks68")
     class TimingsMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class ReconstructResponse(_message.Message):
     FACE_SOURCE_FIELD_NUMBER: _ClassVar[int]
     DETECTED_FACE_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
+    LANDMARKS68_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     mesh: _types_pb2.Mesh
     views: _containers.RepeatedCompositeFieldContainer[_types_pb2.View]
@@ -57,7 +58,8 @@ class ReconstructResponse(_message.Message):
     face_source: _types_pb2.FaceSource
     detected_face: _types_pb2.FaceBox
     notes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., mesh: _Optional[_Union[_types_pb2.Mesh, _Mapping]] = ..., views: _Optional[_Iterable[_Union[_types_pb2.View, _Mapping]]] = ..., frontal_view: _Optional[_Union[_types_pb2.View, _Mapping]] = ..., pose: _Optional[_Union[_types_pb2.Pose, _Mapping]] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., model: _Optional[_Union[_types_pb2.ModelVersion, _Mapping]] = ..., matched_view: _Optional[_Union[_types_pb2.View, _Mapping]] = ..., matched_pose: _Optional[_Union[_types_pb2.Pose, _Mapping]] = ..., registration: _Optional[_Union[_types_pb2.Registration, _Mapping]] = ..., face_source: _Optional[_Union[_types_pb2.FaceSource, str]] = ..., detected_face: _Optional[_Union[_types_pb2.FaceBox, _Mapping]] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
+    landmarks68: _types_pb2.Landmarks
+    def __init__(self, request_id: _Optional[str] = ..., mesh: _Optional[_Union[_types_pb2.Mesh, _Mapping]] = ..., views: _Optional[_Iterable[_Union[_types_pb2.View, _Mapping]]] = ..., frontal_view: _Optional[_Union[_types_pb2.View, _Mapping]] = ..., pose: _Optional[_Union[_types_pb2.Pose, _Mapping]] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., model: _Optional[_Union[_types_pb2.ModelVersion, _Mapping]] = ..., matched_view: _Optional[_Union[_types_pb2.View, _Mapping]] = ..., matched_pose: _Optional[_Union[_types_pb2.Pose, _Mapping]] = ..., registration: _Optional[_Union[_types_pb2.Registration, _Mapping]] = ..., face_source: _Optional[_Union[_types_pb2.FaceSource, str]] = ..., detected_face: _Optional[_Union[_types_pb2.FaceBox, _Mapping]] = ..., notes: _Optional[_Iterable[str]] = ..., landmarks68: _Optional[_Union[_types_pb2.Landmarks, _Mapping]] = ...) -> None: ...
 
 class ReconstructStreamRequest(_message.Message):
     __slots__ = ("request",)
