@@ -205,6 +205,7 @@ def test_reconstructor_registers_and_textures(tiny_weights, astronaut):
     assert result.registration.vertices.shape == (reconstructor.face_model.num_vertices, 3)
     assert result.texture.shape == (512, 1024, 3) and result.texture.dtype == np.uint8
     assert {"registration", "texture"} <= set(result.timings_ms)
+    assert result.pose == result.registration.pose  # the fit's pose is the answer
 
 
 @needs_model

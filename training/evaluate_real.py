@@ -12,9 +12,13 @@ through the service's own `Reconstructor` (YuNet finds the face, as `make run` d
 photo where it finds none is taken whole) with the default options plus registration, and
 is scored per view type (CFP frontal / CFP profile / HELEN):
 
-- pose: |yaw error| against the fit, median and 90th percentile, and the median |yaw|;
+- pose: |yaw error| against the fit, median and 90th percentile, and the median |yaw|: of
+  the answer (with registration, the fitted face model's pose) and, as `unregistered_*`,
+  of the answer without registration (the volume network's, halfway to the landmark
+  head's where there is one);
 - landmarks (HELEN): 68-point NME of the registration's 2D landmarks, over the outer-eye
-  distance and over sqrt(w h) of the landmark box;
+  distance and over sqrt(w h) of the landmark box; and of the network's landmark head's own
+  points (over the outer-eye distance), where it has one;
 - shape: VRN's error: the fitted head's facial-mask vertices rigidly aligned (ICP) to the
   predicted surface, their mean distance to it over the 3D outer-interocular distance.
 """
@@ -103,9 +107,19 @@ def evaluate(
     for i in chosen:
         p = photos[i]
         image = cv2.cvtColor(cv2.imread(str(shared / p["path"])), cv2.COLOR_BGR2RGB)
-        result = reconstructor(image, options=options)  # no face found: the whole photo
+        face = reconstructor.prepare(image)  # no face found: the whole photo
+        (volume,) = reconstructor.predict([face])
+        result = reconstructor.finish(face, volume, options)
         whole_photo += result.face_source == "whole_image"
-        record = {"yaw": result.pose.yaw, "yaw_error": abs(result.pose.yaw - fits["yaw"][i].item())}
+        fitted_yaw = fits["yaw"][i].item()
+        network_points = face.predicted_landmarks
+        unregistered_yaw = reconstructor.head_pose(volume, result.mesh, network_points).yaw
+        record = {
+            "yaw": result.pose.yaw,
+            "yaw_error": abs(result.pose.yaw - fitted_yaw),
+            "unregistered_yaw": unregistered_yaw,
+            "unregistered_yaw_error": abs(unregistered_yaw - fitted_yaw),
+        }
         f = {k: v[i : i + 1] for k, v in fits.items() if isinstance(v, torch.Tensor)}
         head = posed_vertices(model, f["identity"], f["expression"], f["rotation"], f["scale"],
                               f["translation"])[0].numpy()  # fmt: skip
@@ -127,14 +141,18 @@ def evaluate(
     report = {"photos": sum(len(r) for r in rows.values()), "taken_whole": whole_photo}
     for kind, records in rows.items():
         out = {"n": len(records)}
-        for key in ("yaw_error", "shape_error", "nme_outer_eye", "nme_box",
-                    "nme_network_outer_eye"):  # fmt: skip
+        keys = ("yaw_error", "unregistered_yaw_error", "shape_error", "nme_outer_eye",
+                "nme_box", "nme_network_outer_eye")  # fmt: skip
+        for key in keys:
             values = np.array([r[key] for r in records if key in r])
             if len(values):
                 out[key] = {"median": round(float(np.median(values)), 4),
                             "p90": round(float(np.quantile(values, 0.9)), 4),
                             "mean": round(float(values.mean()), 4)}  # fmt: skip
         out["median_abs_yaw"] = round(float(np.median([abs(r["yaw"]) for r in records])), 2)
+        out["median_abs_unregistered_yaw"] = round(
+            float(np.median([abs(r["unregistered_yaw"]) for r in records])), 2
+        )
         out["median_abs_yaw_fitted"] = round(float(np.median([
             abs(fits["yaw"][i].item()) for i in chosen if view_type(photos[i]) == kind
         ])), 2)  # fmt: skip

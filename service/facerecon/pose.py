@@ -7,12 +7,16 @@ Meshes are stored y-down (image pixels), so a rotation R acts on mesh vertices a
 
 `estimate_pose` reads the pose off the reconstructed head itself (no landmarks, no model):
 the bilateral symmetry plane gives the left-right axis, the nose gives the forward axis.
+`pose_from_landmarks` reads it off 68 image landmarks against a mean face's.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -62,6 +66,37 @@ def pose_from_rotation(matrix: np.ndarray) -> Pose:
         yaw = math.atan2(m[0, 2], m[0, 0])
         roll = 0.0
     return Pose(math.degrees(yaw), math.degrees(pitch), math.degrees(roll))
+
+
+LANDMARKS68_FILE = Path(__file__).with_name("data") / "landmarks68.json"
+POSE_LANDMARKS = slice(17, 68)  # brows, nose, eyes, mouth: not the jaw (see below)
+
+
+@functools.cache
+def reference_landmarks68() -> np.ndarray:
+    """(68, 3) the iBUG-68 points of the ICT neutral face, cm (x the subject's left, y up, z
+    out of the face): the project's map, `facerecon/data/landmarks68.json`."""
+    return np.asarray(json.loads(LANDMARKS68_FILE.read_text())["neutral_cm"], np.float64)
+
+
+def pose_from_landmarks(points: np.ndarray, reference: np.ndarray | None = None) -> Pose:
+    """The pose that turns `reference` (68 model points, default `reference_landmarks68`)
+    onto 68 image `points` (pixels, y down) under a scaled orthographic camera: the
+    least-squares affine map, its two rows made the nearest orthonormal pair. The jaw is left
+    out: where the face turns, annotators put it on the silhouette, a model on the bone."""
+    model = (reference_landmarks68() if reference is None else reference)[POSE_LANDMARKS]
+    seen = np.asarray(points, np.float64)[POSE_LANDMARKS] * [1.0, -1.0]  # y up
+    affine, *_ = np.linalg.lstsq(model - model.mean(0), seen - seen.mean(0), rcond=None)
+    u, _, vt = np.linalg.svd(affine.T, full_matrices=False)  # (2, 3) = scale * R[:2]
+    rows = u @ vt
+    return pose_from_rotation(np.stack([rows[0], rows[1], np.cross(rows[0], rows[1])]))
+
+
+def mean_pose(a: Pose, b: Pose) -> Pose:
+    """The rotation halfway between two poses (the nearest rotation to their matrices' mean)."""
+    u, _, vt = np.linalg.svd(a.matrix() + b.matrix())
+    rotation = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+    return pose_from_rotation(rotation)
 
 
 def rotate_mesh_vertices(

@@ -225,8 +225,11 @@ def main() -> None:
         MAP_FILE.parent.mkdir(parents=True, exist_ok=True)
         MAP_FILE.write_text(json.dumps({
             "about": "ICT vertex of each iBUG-68 point, derived by training/realfit/build.py "
-                     "from fits to 300-W helen_train + afw (held-in only)",
+                     "from fits to 300-W helen_train + afw (held-in only); neutral_cm: those "
+                     "vertices on the ICT Face Model Light's neutral face (MIT), centimetres, "
+                     "x the subject's left, y up, z out of the face",
             "vertices": region_vertices(SOLID_REGIONS)[landmarks68.numpy()].tolist(),
+            "neutral_cm": model.neutral[landmarks68].double().numpy().round(3).tolist(),
         }) + "\n")  # fmt: skip
 
     # 2. Every photo.
