@@ -57,6 +57,7 @@ def test_info_says_what_is_available_and_where_from(tiny_weights, tmp_path, caps
     out = capsys.readouterr().out
     assert f"detector   {SHIPPED_DETECTOR}" in out
     assert f"face model not installed at {missing}" in out and "import-face-model" in out
+    assert "landmarks  none" in out  # vrn-tiny has no landmark head
     assert main([*args, "--detector", "none"]) == 0
     assert "detector   none" in capsys.readouterr().out
     assert main([*args, "--detector", str(tmp_path / "missing.onnx")]) == 2  # said, no traceback
