@@ -320,12 +320,14 @@ def process(
     layout = LAYOUTS[recogniser.layout]
     if gallery:  # rendered at every grid yaw, head upright, pitch 0
         mesh, pose = result.mesh, result.pose
-        landmarks = template_landmarks68(mesh, pose, result.transform)
+        landmarks = template_landmarks68(mesh, pose, result.transform, result.landmarks68)
         chips += turned_chips(mesh, landmarks, pose, gallery_yaws, layout)
     else:
         chips.append(result.frontal.chips[recogniser.layout][..., :3])
         photo.visible_fraction = result.frontal.visible_fraction
-        landmarks = template_landmarks68(result.mesh, result.pose, result.transform)
+        landmarks = template_landmarks68(
+            result.mesh, result.pose, result.transform, result.landmarks68
+        )
         chips.append(align_chip(image, layout_points(landmarks[:, :2], layout), layout))
     embeddings = recogniser.embed(chips)
     photo.raw = embeddings[0]
@@ -673,7 +675,7 @@ def main() -> None:
     pose_estimator = "geometric" if rec.pose_model is None else "volume-pose network"
     face_model = hashlib.sha256(args.face_model.read_bytes()).hexdigest() if registered else "none"
     identity = (
-        f"v4|{photos.source}|{rec.info.sha256}|{pose_estimator}|{recogniser.name}|{VIEW_SIZE}"
+        f"v5|{photos.source}|{rec.info.sha256}|{pose_estimator}|{recogniser.name}|{VIEW_SIZE}"
         f"|{face_model}"
     )
     key = hashlib.sha256(identity.encode()).hexdigest()
@@ -741,8 +743,9 @@ def main() -> None:
             "arms": list(arms),
             "arms_skipped": {arm: f"no face model at {args.face_model}" for arm in skipped},
             "face_model_sha256": face_model if registered else None,
-            "chip_landmarks": "template (facerecon.chips.template_landmarks68); registered "
-            "arms: the registered head's own 68 landmarks",
+            "chip_landmarks": "facerecon.chips.template_landmarks68: the network's 68 points "
+            "where it has a landmark head, else the framed template; registered arms: the "
+            "registered head's own 68 landmarks",
             "people": len(enrolled),
             "gallery_photos": len(gallery),
             "probes": len(probes),

@@ -97,6 +97,17 @@ def test_template_landmarks_follow_the_framing_and_pose():
     assert turned[30, 0] > eyes
 
 
+def test_template_landmarks_sit_on_given_points_at_the_templates_depths():
+    mesh = sphere()
+    transform = CropTransform(scale=1.2, tx=-20.0, ty=-30.0)
+    framed = template_landmarks68(mesh, Pose(30.0, 0.0, 0.0), transform)
+    points = framed[:, :2] * 1.5 + [7.0, -4.0]  # the face's own points: larger, elsewhere
+    placed = template_landmarks68(mesh, Pose(30.0, 0.0, 0.0), transform, points)
+    np.testing.assert_allclose(placed[:, :2], points, atol=1e-4)
+    relief = placed[:, 2] - placed[30, 2]  # depths relative to the nose tip scale with them
+    np.testing.assert_allclose(relief, 1.5 * (framed[:, 2] - framed[30, 2]), rtol=1e-4, atol=1e-3)
+
+
 def test_turn_to_reaches_the_target_pose():
     pose, target = Pose(-50.0, 12.0, 8.0), Pose(30.0, -10.0, 0.0)
     forward = turn_to(pose, target) @ pose.matrix() @ np.array([0.0, 0.0, 1.0])

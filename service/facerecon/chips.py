@@ -6,6 +6,8 @@ where the landmarks are in 3D, so they can be projected through the same rotatio
 (they exist even where the photo hid an eye):
 
 - with the face model registered (`Reconstruction.registration`), its 68 landmarks;
+- otherwise, where the network has a landmark head, its 68 points in the photo, at the depths
+  of the mean face turned by the estimated pose (`template_landmarks68(..., points)`);
 - otherwise `template_landmarks68`: the mean ICT face's 68 landmarks turned by the estimated
   pose and framed the way `facerecon.crop.FRAMING` framed the face in the crop (the crop's
   centre is the 68-landmark box's centre, its side 1.15 x the box's larger side), with depth
@@ -111,21 +113,33 @@ def turn_to(pose: Pose, target: Pose) -> np.ndarray:
     return rotation_matrix(target.yaw, target.pitch) @ pose.matrix().T
 
 
-def template_landmarks68(mesh: Mesh, pose: Pose, transform: CropTransform) -> np.ndarray:
-    """68 landmarks (mesh frame, image pixels) from the mean face, the pose and the framing.
+def template_landmarks68(
+    mesh: Mesh, pose: Pose, transform: CropTransform, points: np.ndarray | None = None
+) -> np.ndarray:
+    """68 landmarks (mesh frame, image pixels) from the mean face, the pose and the framing;
+    given the face's own 68 image `points` (the network's landmark head), those points at the
+    depths of the mean face scaled to them.
 
-    See the module docstring for how coarse this is.
+    See the module docstring for how coarse the framed template is.
     """
     rotated = TEMPLATE68 @ pose.matrix().T * FLIP_Y  # y down, like the mesh
     lo, hi = rotated[:, :2].min(axis=0), rotated[:, :2].max(axis=0)
-    face_side = transform.size / (FRAMING.side_over_face * transform.scale)  # image pixels
-    scale = face_side / float((hi - lo).max())
-    middle = (transform.size - 1) / 2
-    centre = (np.array([middle, middle]) - (transform.tx, transform.ty)) / transform.scale
-    points = rotated * scale
-    points[:, :2] += centre - (lo + hi) / 2 * scale
-    points[:, 2] += _front_depth(mesh, points[NOSE_TIP, :2], face_side) - points[NOSE_TIP, 2]
-    return points.astype(np.float32)
+    if points is None:
+        face_side = transform.size / (FRAMING.side_over_face * transform.scale)  # image pixels
+        scale = face_side / float((hi - lo).max())
+        middle = (transform.size - 1) / 2
+        centre = (np.array([middle, middle]) - (transform.tx, transform.ty)) / transform.scale
+        placed = rotated * scale
+        placed[:, :2] += centre - (lo + hi) / 2 * scale
+    else:  # the template's projection fitted to the points by a scale (least squares)
+        template = rotated[:, :2] - rotated[:, :2].mean(axis=0)
+        seen = np.asarray(points, np.float64)
+        scale = float((template * (seen - seen.mean(axis=0))).sum() / (template**2).sum())
+        face_side = float((hi - lo).max()) * scale
+        placed = rotated * scale
+        placed[:, :2] = seen
+    placed[:, 2] += _front_depth(mesh, placed[NOSE_TIP, :2], face_side) - placed[NOSE_TIP, 2]
+    return placed.astype(np.float32)
 
 
 def _front_depth(mesh: Mesh, xy: np.ndarray, face_side: float) -> float:

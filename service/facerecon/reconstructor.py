@@ -465,7 +465,9 @@ class Reconstructor:
                     landmarks = (
                         registration.landmarks68_3d
                         if registration is not None
-                        else template_landmarks68(mesh, pose, face.transform)
+                        else template_landmarks68(
+                            mesh, pose, face.transform, face.predicted_landmarks
+                        )
                     )
                 if options.visibility:
                     seen = seen_vertices(shown)
