@@ -10,7 +10,7 @@ to its triangles), after rigid ICP, divided by the ground-truth outer interocula
 (landmarks 36 and 45), all in crop pixels. `nme_service_mesh` is the same for the mesh the
 service returns (`facerecon.mesh.surface_mesh` of the network's 48 x 48 logits: two height
 maps). With a landmark head, `landmark_nme`: the mean distance of its 68 points from the
-engine's exact ones over the outer interocular distance of those (2D, crop pixels).
+engine's exact ones over sqrt(w h) of their box (2D, crop pixels; as AFLW2000-3D is scored).
 """
 
 from __future__ import annotations
@@ -137,7 +137,8 @@ def evaluate(
             if heatmaps is not None:
                 exact = batch.points68[i]
                 error = (points[i] - exact).norm(dim=-1).mean().item()
-                record["landmark_nme"] = error / (exact[36] - exact[45]).norm().item()
+                side = (exact.amax(0) - exact.amin(0)).prod().sqrt().item()
+                record["landmark_nme"] = error / side  # over sqrt(w h), as AFLW2000-3D's
             records.append(record)
     return summarise(records, info, time.time() - started)
 
