@@ -4,15 +4,17 @@
 bench/results/registration.json. Needs ../shared (face model, photos for the engine).
 
 Ground truth comes from the data engine (training/engine) with a fixed seed and |yaw|
-balanced over [0, 30), [30, 60), [60, 90]: the true 68 landmarks (the model's landmark
-vertices, crop pixels) and the true pose. Two inputs are registered:
+balanced over [0, 30), [30, 60), [60, 90]: the true 68 landmarks (the project's map's
+vertices, crop pixels; the points the registration reports) and the true pose. Registered:
 - "ground_truth_volume": the engine's target volume, turned into a mesh as the service does:
   this isolates the registration's own error from the network's;
 - "network_volume": the volume a trained checkpoint predicts from the rendered photo
   (weights/facerecon.pt, else runs/vrn-light-cpu/model.pt; skipped if neither exists);
 - "network_volume_detector_landmarks": the same, with the 5 landmarks YuNet finds on the
   rendered photo (padded by 48 pixels, as YuNet misses faces that touch the frame) given to
-  the fit, as the service does when it detects the face (skipped without the detector).
+  the fit, as the service does when it detects the face (skipped without the detector);
+- "network_volume_network_landmarks": the same, with the network's own 68 points (its
+  landmark head, where it has one) given to the fit, as the service does since round 3.
 Each fit is seeded as in the Reconstructor: by the learned head pose from the volume
 (weights/pose.pt), or by the geometric `facerecon.pose.estimate_pose` without it.
 
@@ -42,12 +44,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from bench.results_io import save
 from facerecon.detect import load_detector
 from facerecon.face_model import load_face_model
 from facerecon.mesh import volume_to_mesh
 from facerecon.models.volume_pose import estimate_volume_pose
+from facerecon.models.vrn import heatmap_points
 from facerecon.pose import estimate_pose
 from facerecon.reconstructor import load_pose_model
 from facerecon.registration import register, register_batch
@@ -65,6 +69,12 @@ MIRROR68 = np.array(
     + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
     + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
 )  # fmt: skip
+
+
+def map_rows(model) -> np.ndarray:
+    """Rows of `Batch.face_vertices` holding the project's 68-point map
+    (`FaceModel.annotated68`, the points the registration reports): the truth here."""
+    return np.searchsorted(model.face_vertices.numpy(), model.annotated68.numpy())
 
 
 def true_labels(landmarks: np.ndarray) -> np.ndarray:
@@ -96,8 +106,10 @@ def face_errors(result, landmarks: np.ndarray, pose: tuple[float, float, float])
 
 
 def register_volumes(
-    volumes, batch, face_model, pose_model, first: int, repeats: int, landmarks=None
+    volumes, batch, face_model, pose_model, first: int, repeats: int, rows, landmarks=None
 ) -> list[dict]:
+    """Register each volume's mesh; score it against the true points (`Batch.face_vertices`
+    at `rows`: `map_rows`)."""
     records = []
     for i, volume in enumerate(volumes):
         mesh = volume_to_mesh(volume)
@@ -123,7 +135,7 @@ def register_volumes(
             "pose_estimate_ms": pose_ms,
             "estimate_pose_mae": float(init.mean()), "fit_error_px": result.fit_error,
             "landmarks_given": given is not None,
-            **face_errors(result, batch.landmarks[i].cpu().numpy(), truth),
+            **face_errors(result, batch.face_vertices[i, rows].cpu().numpy(), truth),
         })  # fmt: skip
     return records
 
@@ -211,6 +223,7 @@ def main() -> None:
     engine = SyntheticFaces.from_shared(
         SHARED, args.cache, "heldout", photo_limit=64, seed=SEED, yaw_buckets=YAW_BUCKETS
     )
+    truth_rows = map_rows(engine.model)
     checkpoint = next((c for c in CHECKPOINTS if c.is_file()), None)
     network = None
     if checkpoint is not None and args.network_faces > 0:
@@ -221,21 +234,31 @@ def main() -> None:
 
     pose_model = load_pose_model(None, CHECKPOINTS[0])
     detector = load_detector(YUNET) if YUNET.is_file() else None
-    truth_records, network_records, detector_records, batch_ms = [], [], [], []
+    truth_records, network_records, detector_records, own_records = [], [], [], []
+    batch_ms = []
     fit = {"face_model": face_model, "pose_model": pose_model, "repeats": args.repeats}
     for index, first in enumerate(range(0, args.faces, args.batch)):
         batch = engine.batch(index, min(args.batch, args.faces - first))
         volumes = fill_volume(batch.front, batch.back).float().numpy()
-        truth_records += register_volumes(volumes, batch, first=first, **fit)
+        truth_records += register_volumes(volumes, batch, first=first, rows=truth_rows, **fit)
         batch_ms.append(batch_fit_ms(volumes, **fit))
         if network is not None and first < args.network_faces:
             with torch.inference_mode():
-                predicted = torch.sigmoid(network(batch.image)).float().numpy()
-            network_records += register_volumes(predicted, batch, first=first, **fit)
+                stacks, heatmaps = network.forward_heads(batch.image)
+                upsampled = F.interpolate(stacks[-1], scale_factor=4.0, mode="bilinear")
+                predicted = torch.sigmoid(upsampled).float().numpy()
+            network_records += register_volumes(
+                predicted, batch, first=first, rows=truth_rows, **fit
+            )
+            if heatmaps is not None:
+                points = list(heatmap_points(heatmaps).double().numpy())
+                own_records += register_volumes(
+                    predicted, batch, first=first, rows=truth_rows, landmarks=points, **fit
+                )
             if detector is not None:
                 five = detected_five_points(detector, batch.image)
                 detector_records += register_volumes(
-                    predicted, batch, first=first, landmarks=five, **fit
+                    predicted, batch, first=first, rows=truth_rows, landmarks=five, **fit
                 )
         print(f"{first + len(batch.yaw)} faces", flush=True)
 
@@ -264,10 +287,16 @@ def main() -> None:
             if detector_records
             else None
         ),
+        "network_volume_network_landmarks": (
+            {"landmarks": "the network's landmark head (68 points)", **summarise(own_records)}
+            if own_records
+            else None
+        ),
         "faces": {
             "ground_truth_volume": truth_records,
             "network_volume": network_records,
             "network_volume_detector_landmarks": detector_records,
+            "network_volume_network_landmarks": own_records,
         },
     }
     save("registration", figures)
