@@ -432,9 +432,10 @@ class Reconstructor:
                     mesh, self.face_model, pose, landmarks=registration_landmarks(face)
                 )
             # the fitted head's pose is the answer from here on (pose, frontal and matched
-            # views, chips): on the held-in validation photos its |yaw error| against the
-            # fitted labels was about half the volume network's (frontal 1.6 vs 3.1 deg,
-            # 300-W 2.2 vs 5.9, profiles 7.5 vs 11.1), which only starts it
+            # views, chips): on the held-in validation photos (an early round-3 checkpoint)
+            # its |yaw error| against the fitted labels was about half the volume network's
+            # (frontal 1.6 vs 3.1 deg, 300-W 2.2 vs 5.9, profiles 7.5 vs 11.1), which only
+            # starts it
             pose = registration.pose
             with _Timer(timings, "texture"):
                 texture = bake_texture(registration, face.image, self.face_model)
