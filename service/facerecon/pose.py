@@ -16,11 +16,11 @@ import functools
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy.spatial import cKDTree
 
+from facerecon.face_model import LANDMARKS68_FILE
 from facerecon.mesh import FLIP_Y, Mesh
 
 
@@ -68,7 +68,6 @@ def pose_from_rotation(matrix: np.ndarray) -> Pose:
     return Pose(math.degrees(yaw), math.degrees(pitch), math.degrees(roll))
 
 
-LANDMARKS68_FILE = Path(__file__).with_name("data") / "landmarks68.json"
 POSE_LANDMARKS = slice(17, 68)  # brows, nose, eyes, mouth: not the jaw (see below)
 
 
