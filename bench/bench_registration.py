@@ -55,6 +55,7 @@ from facerecon.models.vrn import heatmap_points
 from facerecon.pose import estimate_pose
 from facerecon.reconstructor import load_pose_model
 from facerecon.registration import register, register_batch
+from training.engine.facemodel import IBUG68_MIRROR
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -63,12 +64,6 @@ YAW_BUCKETS = [(0.0, 30.0), (30.0, 60.0), (60.0, 90.0)]
 CHECKPOINTS = [REPO / "weights" / "facerecon.pt", REPO / "runs" / "vrn-light-cpu" / "model.pt"]
 YUNET = SHARED / "models" / "yunet" / "yunet_s_dynamic.onnx"
 DETECTOR_PAD = 48
-# Multi-PIE 68-point labels of the mirror image: jaw, brows, nose, eyes, mouth.
-MIRROR68 = np.array(
-    list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30, 35, 34, 33, 32, 31]
-    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
-)  # fmt: skip
 
 
 def map_rows(model) -> np.ndarray:
@@ -83,7 +78,7 @@ def true_labels(landmarks: np.ndarray) -> np.ndarray:
     up = landmarks[27] - landmarks[8]  # chin to nose bridge (y down: points up the face)
     forward = landmarks[30] - landmarks[[36, 45, 48, 54]].mean(0)
     mirrored = np.linalg.det(np.stack([across, up, forward])) > 0
-    return landmarks[MIRROR68] if mirrored else landmarks
+    return landmarks[IBUG68_MIRROR] if mirrored else landmarks
 
 
 def face_errors(result, landmarks: np.ndarray, pose: tuple[float, float, float]) -> dict:
