@@ -63,9 +63,10 @@ def landmark_loss(heatmaps: torch.Tensor, points: torch.Tensor, size: int = 192)
     valid = ((points >= 0) & (points <= size - 1)).all(-1)  # (N, K)
     error = (heatmap_points(heatmaps, size) - points).abs().sum(-1) / cell
     log_p = heatmaps.float().flatten(2).log_softmax(-1)
-    centres = (torch.arange(w, device=points.device) + 0.5) * cell - 0.5
-    dx = (centres[None, None, :] - points[..., :1]) / cell  # (N, K, w)
-    dy = (centres[None, None, :] - points[..., 1:]) / cell  # (N, K, h)
+    xs = (torch.arange(w, device=points.device) + 0.5) * cell - 0.5  # as heatmap_points
+    ys = (torch.arange(h, device=points.device) + 0.5) * cell - 0.5
+    dx = (xs[None, None, :] - points[..., :1]) / cell  # (N, K, w)
+    dy = (ys[None, None, :] - points[..., 1:]) / cell  # (N, K, h)
     target = torch.exp(-(dy[..., :, None] ** 2 + dx[..., None, :] ** 2)
                        / (2 * HEATMAP_SIGMA_CELLS**2)).flatten(2)  # fmt: skip
     target = target / target.sum(-1, keepdim=True).clamp_min(1e-12)
