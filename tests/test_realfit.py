@@ -14,11 +14,34 @@ from facerecon.pose import pose_from_rotation
 from training.engine.geometry import rotation_matrices
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared is not available")
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared is not available")
+
+
+def test_hidden_side_pulls_only_what_lies_beyond_the_outline():
+    from training.realfit.fitter import HiddenSide
+
+    # a face looking to the image's right: its outline (nose, lips) is a vertical line at
+    # x = 1.0 from y = 0 to 1, the rest of its points at x = 0
+    points = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.0, 0.5], [0.0, 0.2]]])
+    hidden = HiddenSide(torch.zeros(1, 3).long(), torch.tensor([[1, 0]]), torch.tensor([True]))
+    far = torch.tensor([[[1.3, 0.5], [0.8, 0.5], [1.02, 1.5]]])  # beyond, behind, within margin
+    target, mask = hidden.targets(points, far, margin=0.05)
+    assert mask.tolist() == [[[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]]
+    assert torch.allclose(target[0, 0], torch.tensor([1.05, 0.5]))  # onto the line + margin
+    assert torch.equal(target[0, 1:], far[0, 1:])
+    # mirrored photo: looking left, the same point beyond is now behind
+    flipped = points * torch.tensor([-1.0, 1.0])
+    _, mask = hidden.targets(flipped, far * torch.tensor([-1.0, 1.0]), margin=0.05)
+    assert mask[0, 0, 0] == 1 and mask[0, 1, 0] == 0
+    # a photo without an outline (a frontal) is never pulled
+    off = HiddenSide(hidden.vertex, hidden.outline, torch.tensor([False]))
+    assert off.targets(points, far, margin=0.05)[1].sum() == 0
 
 
 @pytest.fixture(scope="module")
 def fitter():
+    if not SHARED.is_dir():
+        pytest.skip("../shared is not available")
     from training.engine.facemodel import load_face_model
     from training.realfit.correspondence import Correspondences
     from training.realfit.fitter import LandmarkFitter
@@ -124,6 +147,7 @@ def test_multiview_identity_beats_single_views(fitter):
     assert np.mean(errors_multi) < 0.85 * np.mean(errors_single)
 
 
+@needs_shared
 def test_real_batches_have_the_engine_form(tmp_path):
     """A real photo with a fit becomes an engine Batch whose target covers the face."""
     from training.engine.facemodel import load_face_model
@@ -146,6 +170,7 @@ def test_real_batches_have_the_engine_form(tmp_path):
     assert batch.mask[0].float().mean() > 0.3  # the head fills most of the tight crop
 
 
+@needs_shared
 def test_face_profiling_turns_the_head_and_keeps_the_photo():
     """Turned by 0 the photo comes back inside the head; turned by 50 degrees the fit's pose
     says so and its landmarks stay on the turned head."""

@@ -11,6 +11,13 @@ CFP annotates one half of the face plus the midline (../shared/realfaces/cfp/REA
 frontals always the image-left half (the subject's right), profiles the visible half. Each
 CFP point is named by the iBUG-68 point it coincides with; "side" picks the subject's
 right half (as the iBUG indices are defined on a frontal face) or its mirror image.
+
+A profile's silhouette points (nose, lips) also say what is *not* in the photo: nothing of
+the face lies beyond that outline, so the far eye, nose wing and mouth corner must project
+behind it. The fitter enforces this with a one-sided cost on those far-side points
+(`Scheme.outline`, `FAR_SIDE`): on the mean face the far eye's outer corner clears the nose
+only beyond ~60 degrees of yaw, which the visible half's points alone barely fix
+(`training.realfit.yaw_ambiguity`).
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from training.engine.facemodel import SOLID_REGIONS, FaceModel
 _FRONTAL_EYE = (36, 37, 38, 39, 40, 41)  # 12 outer, 13-14 upper lid, 15 inner, 16-17 lower lid
 _PROFILE_EYE = (36, 37, 38, 39, 41, 40)  # lower lid from the rear corner (16 by 12) forwards
 _CFP_REST = (27, 28, 29, 30, 33, 32, 31, 48, 51, 62, 57, 66)  # nose 18-24, mouth 25-29
+# the visible half's eye, nose wing and mouth corner, whose mirror images (the far side) a
+# profile's outline hides
+FAR_SIDE = (36, 37, 38, 39, 40, 41, 31, 48)
 
 
 @dataclass(frozen=True)
@@ -33,11 +43,14 @@ class Scheme:
     ibug: tuple[int, ...]  # the iBUG-68 point each annotated landmark is
     contour: frozenset[int]  # landmarks that slide along the silhouette
     radius_cm: tuple[float, ...]  # each contour landmark's patch radius on the mean face
+    outline: tuple[int, ...] = ()  # landmarks on the midline silhouette (profiles)
 
 
-def _scheme(ibug: tuple[int, ...], contour: set[int], jaw: set[int]) -> Scheme:
+def _scheme(
+    ibug: tuple[int, ...], contour: set[int], jaw: set[int], outline: tuple[int, ...] = ()
+) -> Scheme:
     radius = tuple(2.5 if i in jaw else 1.2 for i in range(len(ibug)))
-    return Scheme(ibug, frozenset(contour), radius)
+    return Scheme(ibug, frozenset(contour), radius, outline)
 
 
 SCHEMES = {
@@ -49,6 +62,7 @@ SCHEMES = {
         tuple(range(9)) + (17, 19, 21) + _PROFILE_EYE + _CFP_REST,
         set(range(9)),
         set(range(9)),
+        (18, 19, 20, 21, 22, 26, 27, 29, 28, 8),  # bridge to nose tip, the lips, the chin
     ),
 }
 MAX_CANDIDATES = 96
@@ -109,6 +123,11 @@ class Correspondences:
             for k, i in enumerate(s.ibug)
         ])  # fmt: skip
         return vertex, patch
+
+    def far_side(self, side: str) -> torch.Tensor:
+        """(len(FAR_SIDE),) vertices of the half facing away when `side` faces the camera."""
+        other = "left" if side == "right" else "right"
+        return torch.tensor([self.vertex(i, other) for i in FAR_SIDE])
 
     @property
     def patch_vertices(self) -> torch.Tensor:

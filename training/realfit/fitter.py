@@ -9,6 +9,8 @@ profiles fix the depth the frontals cannot see and the frontals the widths; 300-
 face its own group). The cost is a Cauchy (robust) reprojection error in units of the
 annotation noise, plus the Gaussian identity prior and a pull of expressions to neutral:
 a MAP fit. Profiles get several starts (left- and right-facing, either visible half).
+On profiles a one-sided term keeps the far half behind the annotated silhouette
+(`HiddenSide`): the marked points alone barely fix a profile's yaw.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 
 from training.engine.facemodel import FaceModel
 from training.engine.geometry import vertex_normals
-from training.realfit.correspondence import Correspondences
+from training.realfit.correspondence import SCHEMES, Correspondences
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,47 @@ class Fit:
     side: list[str]
     vertex: torch.Tensor  # (B, L) the vertex each landmark ended on
     residual: torch.Tensor  # (B, L) pixels
+
+
+@dataclass
+class HiddenSide:
+    """Far-side vertices that must project behind each photo's annotated outline.
+
+    The outline is the polyline of a profile's silhouette landmarks (`Scheme.outline`);
+    a far-side vertex whose image point lies beyond it, on the side the face looks to, is
+    pulled back horizontally onto it. Photos without an outline have `active` False.
+    """
+
+    vertex: torch.Tensor  # (B, Q) far-side vertices
+    outline: torch.Tensor  # (B, K) landmark rows of the outline, top to bottom
+    active: torch.Tensor  # (B,) bool
+
+    def targets(
+        self, points: torch.Tensor, xy: torch.Tensor, margin: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Targets (B, Q, 2) for the far-side points at `xy` (B, Q, 2), and the (B, Q, 2)
+        mask of the residuals that count (x only, where the point is beyond the outline by
+        more than `margin`, the annotation noise: the polyline through a few silhouette
+        points cuts the true outline's corners)."""
+        line = points.gather(1, self.outline[..., None].expand(-1, -1, 2))
+        order = line[..., 1].argsort(1)
+        line = line.gather(1, order[..., None].expand(-1, -1, 2))
+        ly, lx = line[..., 1].contiguous(), line[..., 0]
+        y = torch.maximum(torch.minimum(xy[..., 1], ly[:, -1:]), ly[:, :1]).contiguous()
+        hi = torch.searchsorted(ly, y).clamp(1, ly.shape[1] - 1)
+        y0, y1 = ly.gather(1, hi - 1), ly.gather(1, hi)
+        x0, x1 = lx.gather(1, hi - 1), lx.gather(1, hi)
+        x_line = x0 + ((y - y0) / (y1 - y0).clamp_min(1e-6)).clamp(0, 1) * (x1 - x0)
+        # the face looks to the side its outline is on
+        facing = torch.sign(lx.mean(1) - points[..., 0].mean(1))[:, None]
+        x_line = x_line + facing * margin
+        beyond = (facing * (xy[..., 0] - x_line) > 0) & self.active[:, None]
+        target = torch.stack([torch.where(beyond, x_line, xy[..., 0]), xy[..., 1]], -1)
+        mask = torch.stack([beyond, torch.zeros_like(beyond)], -1).float()
+        return target, mask
+
+    def __getitem__(self, index) -> HiddenSide:
+        return HiddenSide(self.vertex[index], self.outline[index], self.active[index])
 
 
 def rodrigues(v: torch.Tensor) -> torch.Tensor:
@@ -121,20 +164,37 @@ class LandmarkFitter:
         pairs = [self.corr.table(sc, sd) for sc, sd in zip(schemes, sides, strict=True)]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
+    def _hidden(self, schemes: list[str], sides: list[str]) -> HiddenSide:
+        outlines = [SCHEMES[sc].outline for sc in schemes]
+        k = max(len(o) for o in outlines)
+        outline = torch.tensor([list(o) + [0] * (k - len(o)) if o else [0] * k for o in outlines])
+        return HiddenSide(
+            torch.stack([self.corr.far_side(sd) for sd in sides]),
+            outline,
+            torch.tensor([bool(o) for o in outlines]),
+        )
+
     def _solve(self, points, vertex, patch, group, n_groups, rotation, log_scale, translation,
-               w_id, w_exp, steps, free_expression, free_identity):  # fmt: skip
+               w_id, w_exp, steps, free_expression, free_identity, hidden):  # fmt: skip
         """Gauss-Newton (IRLS for the Cauchy cost) with a per-group step search.
 
         Per-photo unknowns: a left rotation increment, log scale, translation and (when
         free) expressions; per-group: identity. The shared identity is solved through the
         Schur complement of the photos' blocks, so a person's 14 photos cost 14 small
-        solves and one 100 x 100 one.
+        solves and one 100 x 100 one. The far-side points of `hidden` are extra rows whose
+        targets and masks are renewed every step.
         """
         st = self.settings
         e_dim, i_dim = w_exp.shape[1], w_id.shape[1]
         p_dim = 6 + (e_dim if free_expression else 0)
         var = st.noise**2
         eye_p = torch.eye(p_dim, dtype=torch.float64)
+        landmarks = points.shape[1]
+        if hidden.active.any():
+            vertex = torch.cat([vertex, hidden.vertex], 1)
+            patch = torch.cat([patch, torch.full_like(hidden.vertex, -1)], 1)
+            points = torch.cat([points, torch.zeros(*hidden.vertex.shape, 2)], 1)
+        mask = torch.ones_like(points)
 
         def residuals(rot, ls, tr, wid, wexp, base, a_id, a_exp):
             shape = base + torch.einsum("bi,blci->blc", wid[group], a_id)
@@ -142,7 +202,7 @@ class LandmarkFitter:
             cam = shape @ rot.transpose(1, 2)
             s = ls.exp()[:, None]
             xy = torch.stack([cam[..., 0] * s, -cam[..., 1] * s], -1) + tr[:, None]
-            return xy - points, cam
+            return (xy - points) * mask, cam
 
         def costs(r, wid, wexp):
             photo = torch.log1p((r**2).sum(-1) / var).sum(1) + st.expression_prior * (wexp**2).sum(
@@ -159,6 +219,13 @@ class LandmarkFitter:
             base = self.model.neutral[vertex]
             a_id = self.identity_basis[:, vertex].permute(1, 2, 3, 0)  # (B, L, 3, I)
             a_exp = self.expression_basis[:, vertex].permute(1, 2, 3, 0)  # (B, L, 3, E)
+            if points.shape[1] > landmarks:
+                mask = torch.ones_like(points)
+                r, cam = residuals(rotation, log_scale, translation, w_id, w_exp, base, a_id, a_exp)
+                xy = r[:, landmarks:] + points[:, landmarks:]
+                points[:, landmarks:], mask[:, landmarks:] = hidden.targets(
+                    points[:, :landmarks], xy, st.noise
+                )
             r, cam = residuals(rotation, log_scale, translation, w_id, w_exp, base, a_id, a_exp)
             if step == steps:
                 break
@@ -175,6 +242,7 @@ class LandmarkFitter:
                 ra = rotation[:, None] @ a_exp  # (B, L, 3, E)
                 j_e = torch.stack([s[..., None] * ra[:, :, 0], -s[..., None] * ra[:, :, 1]], 2)
                 j_p = torch.cat([j_p, j_e], -1)
+            j_p = j_p * mask[..., None]
             weight = (1.0 / (var + (r**2).sum(-1)))[..., None, None]  # (B, L, 1, 1)
             jw = (j_p * weight).flatten(1, 2).double()  # (B, 2L, P)
             jp = j_p.flatten(1, 2).double()
@@ -189,7 +257,7 @@ class LandmarkFitter:
             if free_identity:
                 ra = rotation[:, None] @ a_id
                 j_q = torch.stack([s[..., None] * ra[:, :, 0], -s[..., None] * ra[:, :, 1]], 2)
-                jq = j_q.flatten(1, 2).double()
+                jq = (j_q * mask[..., None]).flatten(1, 2).double()
                 h_pq = jw.transpose(1, 2) @ jq  # (B, P, I)
                 w = weight.expand(-1, -1, 2, 1).flatten(1, 2).double()  # (B, 2L, 1)
                 h_qq = (jq * w).transpose(1, 2) @ jq
@@ -235,6 +303,7 @@ class LandmarkFitter:
                 rotation, log_scale, translation, w_id, w_exp, d_p, d_q, best_alpha, group,
                 free_expression)  # fmt: skip
         photo_cost = torch.log1p((r**2).sum(-1) / var).sum(1)
+        vertex, r = vertex[:, :landmarks], r[:, :landmarks]
         return rotation, log_scale, translation, w_id, w_exp, vertex, photo_cost, r
 
     @staticmethod
@@ -268,7 +337,9 @@ class LandmarkFitter:
                 yaws.append(yaw)
         photo_of = torch.tensor(photo_of)
         k = len(yaws)
-        vertex, patch = self._tables([data.scheme[b] for b in photo_of.tolist()], sides)
+        schemes = [data.scheme[b] for b in photo_of.tolist()]
+        vertex, patch = self._tables(schemes, sides)
+        hidden = self._hidden(schemes, sides)
         rotation = rodrigues(torch.stack([torch.zeros(k), torch.deg2rad(torch.tensor(yaws)) + 1e-6,
                                           torch.zeros(k)], -1))  # fmt: skip
         spread = self.model.neutral[self.corr.landmarks68].std(0)[:2].norm()
@@ -277,7 +348,7 @@ class LandmarkFitter:
         rot, ls, tr, _, _, vtx, cost, _ = self._solve(
             points[photo_of], vertex, patch, torch.arange(k), k, rotation, log_scale,
             translation, torch.zeros(k, i_dim), torch.zeros(k, e_dim), st.rigid_steps,
-            False, False,
+            False, False, hidden,
         )  # fmt: skip
         # Weak perspective cannot tell a head turned by yaw from one turned by 180 - yaw with
         # its depth reversed; real profiles often fit the latter as well: a face turned
@@ -300,6 +371,7 @@ class LandmarkFitter:
         rot, ls, tr, w_id, w_exp, vtx, cost, r = self._solve(
             points, vtx[best], patch[best], group, n_groups, rot[best], ls[best], tr[best],
             w_id, torch.zeros(len(data.starts), e_dim), st.steps, True, data.identity is None,
+            hidden[best],
         )  # fmt: skip
         return Fit(
             rotation=rot,

@@ -6,7 +6,12 @@ projected at one yaw and fitted, by a similarity, with the same points projected
 the mean residual, over the points' box side, is how far apart the two yaws look. Where it
 is below the annotation noise the fitter assumes (`FitSettings.noise`), the landmarks alone
 cannot tell those yaws apart, and a fitted profile yaw is set by the shape prior and the
-starts as much as by the photo. Writes bench/results/profile_yaw_ambiguity.json.
+starts as much as by the photo.
+
+What the points leave open, the outline settles: `far_side_beyond_outline_cm` is how far
+the mean face's far eye, nose wing and mouth corner (`correspondence.FAR_SIDE` mirrored)
+project beyond the polyline of the profile's silhouette points (`Scheme.outline`), the
+fitter's one-sided `HiddenSide` term. Writes bench/results/profile_yaw_ambiguity.json.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from facerecon.pose import reference_landmarks68, rotation_matrix
-from training.realfit.correspondence import SCHEMES
+from training.engine.facemodel import IBUG68_MIRROR
+from training.realfit.correspondence import FAR_SIDE, SCHEMES
 from training.realfit.fitter import FitSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +44,16 @@ def apart(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(residual, axis=1).mean() / np.sqrt(np.prod(np.ptp(a, axis=0))))
 
 
+def beyond_outline(points: np.ndarray, outline: list[int], far: list[int], yaw: float) -> float:
+    """cm by which the far points at `yaw` reach past the outline, in the facing direction
+    (negative: all behind it), each compared with the outline at its own height."""
+    xy = projected(points, yaw)
+    line = xy[outline][np.argsort(xy[outline, 1])]
+    x_line = np.interp(xy[far, 1], line[:, 1], line[:, 0])  # clamped beyond the ends
+    facing = np.sign(line[:, 0].mean() - xy[:, 0].mean())
+    return float((facing * (xy[far, 0] - x_line)).max())
+
+
 def main() -> None:
     scheme = SCHEMES["cfp_profile"]
     fixed = [i for k, i in enumerate(scheme.ibug) if k not in scheme.contour]
@@ -46,12 +62,18 @@ def main() -> None:
     points = reference_landmarks68()[fixed]
     table = {f"{y0:g}": {f"{y:g}": round(apart(projected(points, y0), projected(points, y)), 4)
                          for y in YAWS} for y0 in YAWS}  # fmt: skip
-    report = {"about": __doc__.split("\n\n")[1].replace("\n", " "),
-              "points": len(fixed), "noise": FitSettings().noise, "residual": table}  # fmt: skip
+    reference = reference_landmarks68()
+    outline = [scheme.ibug[k] for k in scheme.outline]
+    far = [IBUG68_MIRROR[i] for i in FAR_SIDE]
+    beyond = {f"{y:g}": round(beyond_outline(reference, outline, far, y), 2) for y in YAWS}
+    report = {"about": " ".join(__doc__.split("\n\n")[1:3]).replace("\n", " "),
+              "points": len(fixed), "noise": FitSettings().noise, "residual": table,
+              "far_side_beyond_outline_cm": beyond}  # fmt: skip
     out = REPO / "bench/results/profile_yaw_ambiguity.json"
     out.write_text(json.dumps(report, indent=1) + "\n")
     for y0, row in table.items():
         print(f"yaw {y0:>2}:", "  ".join(f"{y}: {v:.3f}" for y, v in row.items()))
+    print("far side beyond the outline (cm):", beyond)
 
 
 if __name__ == "__main__":
