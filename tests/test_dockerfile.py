@@ -146,6 +146,15 @@ def test_final_stages_run_unprivileged(dockerfile):
         assert f"runAsUser: {user}" in (REPO / "k8s/base/deployment.yaml").read_text()
 
 
+def test_cpu_image_renders_views_through_opengl(dockerfile):
+    # without Mesa's EGL the service silently falls back to the slower torch rasteriser
+    _, stages = dockerfile
+    runs = " ".join(r for s in lineage(stages, "cpu") for r in s.all("RUN"))
+    for package in ("libegl1", "libegl-mesa0", "libgl1-mesa-dri"):
+        assert package in runs.split(), package
+    assert "backend='egl'" in runs  # a context is made at build time, not first at a request
+
+
 def test_entrypoint_and_ports_match_the_server(dockerfile):
     _, stages = dockerfile
     config = pytest.importorskip("facerecon.server.config").ServerConfig()
