@@ -37,6 +37,7 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from facerecon.face_model import ICT_VERTEX_RANGES
+from facerecon.pose import pose_from_landmarks
 from facerecon.reconstructor import ReconstructOptions, Reconstructor
 from training.engine.facemodel import load_face_model
 from training.realcheck import row
@@ -120,6 +121,10 @@ def evaluate(
             "unregistered_yaw": unregistered_yaw,
             "unregistered_yaw_error": abs(unregistered_yaw - fitted_yaw),
         }
+        if network_points is not None:  # the two halves of the unregistered pose, alone
+            volume_yaw = reconstructor.head_pose(volume, result.mesh).yaw
+            record["volume_yaw_error"] = abs(volume_yaw - fitted_yaw)
+            record["landmark_yaw_error"] = abs(pose_from_landmarks(network_points).yaw - fitted_yaw)
         f = {k: v[i : i + 1] for k, v in fits.items() if isinstance(v, torch.Tensor)}
         head = posed_vertices(model, f["identity"], f["expression"], f["rotation"], f["scale"],
                               f["translation"])[0].numpy()  # fmt: skip
@@ -141,8 +146,8 @@ def evaluate(
     report = {"photos": sum(len(r) for r in rows.values()), "taken_whole": whole_photo}
     for kind, records in rows.items():
         out = {"n": len(records)}
-        keys = ("yaw_error", "unregistered_yaw_error", "shape_error", "nme_outer_eye",
-                "nme_box", "nme_network_outer_eye")  # fmt: skip
+        keys = ("yaw_error", "unregistered_yaw_error", "volume_yaw_error", "landmark_yaw_error",
+                "shape_error", "nme_outer_eye", "nme_box", "nme_network_outer_eye")  # fmt: skip
         for key in keys:
             values = np.array([r[key] for r in records if key in r])
             if len(values):
