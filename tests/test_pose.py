@@ -192,12 +192,3 @@ def test_pose_from_landmarks_recovers_a_posed_reference(yaw, pitch, roll):
     points[:17] += 25.0  # the jaw is not used: an annotator's silhouette may be anywhere
     pose = pose_from_landmarks(points)
     assert np.allclose([pose.yaw, pose.pitch, pose.roll], [yaw, pitch, roll], atol=1e-6)
-
-
-def test_mean_pose_is_halfway():
-    from facerecon.pose import mean_pose
-
-    half = mean_pose(Pose(20.0, 4.0, 0.0), Pose(40.0, 4.0, 0.0))
-    assert abs(half.yaw - 30.0) < 0.3 and abs(half.pitch - 4.0) < 0.3 and abs(half.roll) < 0.3
-    same = mean_pose(Pose(-60.0, 10.0, 5.0), Pose(-60.0, 10.0, 5.0))
-    assert np.allclose([same.yaw, same.pitch, same.roll], [-60.0, 10.0, 5.0], atol=1e-6)

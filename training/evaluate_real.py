@@ -14,8 +14,8 @@ is scored per view type (CFP frontal / CFP profile / HELEN):
 
 - pose: |yaw error| against the fit, median and 90th percentile, and the median |yaw|: of
   the answer (with registration, the fitted face model's pose) and, as `unregistered_*`,
-  of the answer without registration (the volume network's, halfway to the landmark
-  head's where there is one);
+  of the answer without registration (the landmark head's where there is one, else the
+  volume network's; with a head, `volume_*` and `landmark_*` are each alone);
 - landmarks (HELEN): 68-point NME of the registration's 2D landmarks, over the outer-eye
   distance and over sqrt(w h) of the landmark box; and of the network's landmark head's own
   points (over the outer-eye distance), where it has one;

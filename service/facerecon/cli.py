@@ -186,7 +186,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("detector   none: each photo is taken as a face crop (--detector MODEL.onnx)")
     pose = "the volume-pose network" if r.pose_model is not None else "the geometric estimate"
     if r.predicts_landmarks:
-        pose += ", halfway to the landmarks' (with registration: the fitted head's)"
+        pose = "the network's 68 landmarks (with registration: the fitted head's)"
     print(f"head pose  {pose}")
     landmarks = "the network's 68 (its landmark head)" if r.predicts_landmarks else "none"
     print(f"landmarks  {landmarks}")

@@ -91,13 +91,6 @@ def pose_from_landmarks(points: np.ndarray, reference: np.ndarray | None = None)
     return pose_from_rotation(np.stack([rows[0], rows[1], np.cross(rows[0], rows[1])]))
 
 
-def mean_pose(a: Pose, b: Pose) -> Pose:
-    """The rotation halfway between two poses (the nearest rotation to their matrices' mean)."""
-    u, _, vt = np.linalg.svd(a.matrix() + b.matrix())
-    rotation = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
-    return pose_from_rotation(rotation)
-
-
 def rotate_mesh_vertices(
     vertices: np.ndarray, matrix: np.ndarray, centre: np.ndarray
 ) -> np.ndarray:
