@@ -672,7 +672,13 @@ def main() -> None:
     people = photos.people
     name = args.name or ("crosspose_synthetic" if args.synthetic else "crosspose")
 
-    pose_estimator = "geometric" if rec.pose_model is None else "volume-pose network"
+    pose_estimator = (
+        "landmark head"
+        if rec.predicts_landmarks
+        else "geometric"
+        if rec.pose_model is None
+        else "volume-pose network"
+    )
     face_model = hashlib.sha256(args.face_model.read_bytes()).hexdigest() if registered else "none"
     identity = (
         f"v5|{photos.source}|{rec.info.sha256}|{pose_estimator}|{recogniser.name}|{VIEW_SIZE}"
