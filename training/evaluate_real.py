@@ -15,7 +15,7 @@ is scored per view type (CFP frontal / CFP profile / HELEN):
 - pose: |yaw error| against the fit, median and 90th percentile, and the median |yaw|: of
   the answer (with registration, the fitted face model's pose) and, as `unregistered_*`,
   of the answer without registration (the landmark head's where there is one, else the
-  volume network's; with a head, `volume_*` and `landmark_*` are each alone);
+  volume network's; with a head, `volume_*` is the volume network's alone);
 - landmarks (HELEN): 68-point NME of the registration's 2D landmarks, over the outer-eye
   distance and over sqrt(w h) of the landmark box; and of the network's landmark head's own
   points (over the outer-eye distance), where it has one;
@@ -37,7 +37,6 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from facerecon.face_model import ICT_VERTEX_RANGES
-from facerecon.pose import pose_from_landmarks
 from facerecon.reconstructor import ReconstructOptions, Reconstructor
 from training.engine.facemodel import load_face_model
 from training.realcheck import row
@@ -121,10 +120,9 @@ def evaluate(
             "unregistered_yaw": unregistered_yaw,
             "unregistered_yaw_error": abs(unregistered_yaw - fitted_yaw),
         }
-        if network_points is not None:  # the two halves of the unregistered pose, alone
+        if network_points is not None:  # the volume's pose, which the landmarks' replaces
             volume_yaw = reconstructor.head_pose(volume, result.mesh).yaw
             record["volume_yaw_error"] = abs(volume_yaw - fitted_yaw)
-            record["landmark_yaw_error"] = abs(pose_from_landmarks(network_points).yaw - fitted_yaw)
         f = {k: v[i : i + 1] for k, v in fits.items() if isinstance(v, torch.Tensor)}
         head = posed_vertices(model, f["identity"], f["expression"], f["rotation"], f["scale"],
                               f["translation"])[0].numpy()  # fmt: skip
@@ -146,8 +144,8 @@ def evaluate(
     report = {"photos": sum(len(r) for r in rows.values()), "taken_whole": whole_photo}
     for kind, records in rows.items():
         out = {"n": len(records)}
-        keys = ("yaw_error", "unregistered_yaw_error", "volume_yaw_error", "landmark_yaw_error",
-                "shape_error", "nme_outer_eye", "nme_box", "nme_network_outer_eye")  # fmt: skip
+        keys = ("yaw_error", "unregistered_yaw_error", "volume_yaw_error", "shape_error",
+                "nme_outer_eye", "nme_box", "nme_network_outer_eye")  # fmt: skip
         for key in keys:
             values = np.array([r[key] for r in records if key in r])
             if len(values):

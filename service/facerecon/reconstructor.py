@@ -38,12 +38,7 @@ from facerecon.mesh import Mesh, decimate, sample_colors, surface_mesh, to_image
 from facerecon.models import VolumePose, count_parameters, fold_batchnorm, load_checkpoint
 from facerecon.models.volume_pose import estimate_volume_pose
 from facerecon.models.vrn import heatmap_points
-from facerecon.pose import (
-    Pose,
-    estimate_pose,
-    pose_from_landmarks,
-    rotation_matrix,
-)
+from facerecon.pose import Pose, estimate_pose, pose_from_landmarks, rotation_matrix
 from facerecon.registration import (
     Registration,
     face_region,
@@ -431,10 +426,9 @@ class Reconstructor:
                     mesh, self.face_model, pose, landmarks=registration_landmarks(face)
                 )
             # the fitted head's pose is the answer from here on (pose, frontal and matched
-            # views, chips): on the held-in validation photos (an early round-3 checkpoint)
-            # its |yaw error| against the fitted labels was about half the volume network's
-            # (frontal 1.6 vs 3.1 deg, 300-W 2.2 vs 5.9, profiles 7.5 vs 11.1), which only
-            # starts it
+            # views, chips): the registered views need the fit's own pose, and on the held-in
+            # validation photos it was about as close to the labels as the pose that starts
+            # it (round 4: the landmark head's) or closer (round 3: half the volume's error)
             pose = registration.pose
             with _Timer(timings, "texture"):
                 texture = bake_texture(registration, face.image, self.face_model)
@@ -504,8 +498,9 @@ class Reconstructor:
     ) -> Pose:
         """The pose of the network's 68 `landmarks` where it has a landmark head; else the
         learned pose from the volume, or without pose weights the geometric one. (On the
-        held-in validation photos of round 4 the landmarks' pose beat the volume's, and the
-        two halfway, on every view type: see weights/MODEL_CARD.md.)"""
+        held-in validation photos of round 4 the landmarks' pose had the best 90th percentile
+        on profiles, where misses are largest, though not the best median everywhere: see
+        weights/MODEL_CARD.md.)"""
         if landmarks is not None:
             return pose_from_landmarks(landmarks)
         if self.pose_model is None:
