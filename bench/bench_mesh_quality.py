@@ -67,7 +67,7 @@ def main() -> None:
             interocular = float(np.linalg.norm(landmarks[36] - landmarks[45]))
             yaws.append(abs(float(batch.yaw[i])))
             for precision, out in logits.items():
-                coarse = CoarseVolume(out[i].contiguous().numpy())
+                coarse = CoarseVolume(out[i].contiguous().numpy(), x.shape[-1] // out.shape[-1])
                 for name, make in MESHES.items():
                     started = time.perf_counter()
                     mesh = make(coarse)

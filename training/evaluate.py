@@ -112,7 +112,9 @@ def evaluate(
         batch = engine.batch(index, min(batch_size, count - start))
         stacks, heatmaps = model.forward_heads(batch.image.to(device))
         logits = stacks[-1].float()
-        probability = torch.sigmoid(F.interpolate(logits, scale_factor=4.0, mode="bilinear"))
+        stride = model.config.output_stride
+        probability = torch.sigmoid(F.interpolate(logits, scale_factor=float(stride),
+                                                  mode="bilinear"))  # fmt: skip
         if heatmaps is not None:
             points = heatmap_points(heatmaps).cpu()
         target = fill_volume(batch.front, batch.back)
@@ -125,7 +127,7 @@ def evaluate(
             lm = batch.landmarks[i].cpu().numpy()
             interocular = float(np.linalg.norm(lm[36] - lm[45]))
             volume = probability[i].cpu()
-            service_mesh = surface_mesh(CoarseVolume(logits[i].cpu().numpy(), 4))
+            service_mesh = surface_mesh(CoarseVolume(logits[i].cpu().numpy(), stride))
             record = {
                 "yaw": float(batch.yaw[i]),
                 "iou": inter / max(union, 1),

@@ -47,7 +47,7 @@ DEFAULTS = {
     "warmup_steps": 100,
     "weight_decay": 1e-4,
     "grad_clip": 1.0,
-    "loss_resolution": "pooled",  # "pooled" (48 x 48 soft targets) or "full"
+    "loss_resolution": "pooled",  # "pooled" (soft targets at the output's cells) or "full"
     "seed": 0,
     "threads": 0,  # torch CPU threads; 0 keeps torch's default
     "device": "auto",
@@ -67,9 +67,10 @@ DEFAULTS = {
     # weight of the landmark head's loss (`landmark_loss`, in heatmap cells) against the
     # volume's cross-entropy; used by variants with a landmark head
     "landmark_weight": 0.02,
-    # the landmark head's learning rate over `lr`: a new head on trained features would
-    # otherwise take thousands of steps to sharpen its maps (measured: 23.5 -> 22.9 in 50)
-    "landmark_lr_scale": 20.0,
+    # the learning rate of the heads beside the trunk (landmark head, `Refine` stage) over
+    # `lr`: a new head on trained features would otherwise take thousands of steps to
+    # learn (measured: the landmark maps sharpened 23.5 -> 22.9 in 50 steps at 1x)
+    "head_lr_scale": 20.0,
 }
 
 
@@ -96,13 +97,14 @@ def learning_rate(config: dict, step: int) -> float:
 
 
 def make_optimizer(config: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Every parameter at `lr`, the landmark head's at `lr` x `landmark_lr_scale` (each
+    """Every parameter at `lr`, the heads' beside the trunk at `lr` x `head_lr_scale` (each
     group's `lr_scale`, which `learning_rate`'s schedule is multiplied by)."""
-    head = [] if model.landmark_head is None else list(model.landmark_head.parameters())
+    heads = [m for m in (model.landmark_head, model.refine) if m is not None]
+    head = [p for m in heads for p in m.parameters()]
     rest = [p for p in model.parameters() if all(p is not q for q in head)]
     groups = [{"params": rest, "lr_scale": 1.0}]
     if head:
-        groups.append({"params": head, "lr_scale": config["landmark_lr_scale"]})
+        groups.append({"params": head, "lr_scale": config["head_lr_scale"]})
     if config["optimizer"] == "adamw":
         return torch.optim.AdamW(groups, config["lr"], weight_decay=config["weight_decay"])
     if config["optimizer"] == "rmsprop":
@@ -122,13 +124,15 @@ def init_output_bias(model: torch.nn.Module, engine: SyntheticFaces, config: dic
 def start_from_checkpoint(model: torch.nn.Module, config: dict) -> dict:
     """Load `init_weights` into `model`; returns what the run's checkpoints record of it."""
     source, info = load_checkpoint(config["init_weights"])
-    if source.config.to_dict() != {**model.config.to_dict(), "landmarks": source.config.landmarks}:
+    heads = {"landmarks": source.config.landmarks, "output_stride": source.config.output_stride}
+    if source.config.to_dict() != {**model.config.to_dict(), **heads}:
         raise ValueError(
             f"init_weights is a {info['variant']!r}, the config a {config['variant']!r}"
         )
-    # a network without a landmark head may start one that has it: the head starts fresh
+    # a network without a landmark head or a `Refine` stage may start one that has them:
+    # the new heads start fresh
     missing, _ = model.load_state_dict(source.state_dict(), strict=False)
-    if any(not name.startswith("landmark_head.") for name in missing):
+    if any(not name.startswith(("landmark_head.", "refine.")) for name in missing):
         raise ValueError(f"init_weights lacks {missing}")
     meta = info["meta"]
     return {"sha256": info["sha256"], "steps": meta.get("steps"),
@@ -243,7 +247,8 @@ def train(config: dict) -> Path:
     while step < config["steps"] and not stopping:
         started = time.time()
         batch = data.batch(step * world + rank, config["batch_size"])
-        targets = volume_targets(batch.front, batch.back, config["loss_resolution"])
+        targets = volume_targets(batch.front, batch.back, config["loss_resolution"],
+                                 model.config.output_stride)  # fmt: skip
         images = batch.image
         if config["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -272,7 +277,7 @@ def train(config: dict) -> Path:
                 logits = stacks[-1].float()
                 if config["loss_resolution"] == "full":
                     logits = torch.nn.functional.interpolate(
-                        logits, scale_factor=4.0, mode="bilinear"
+                        logits, scale_factor=float(model.config.output_stride), mode="bilinear"
                     )
                 iou = volume_iou(logits, targets).item()
                 if heatmaps is not None:  # median landmark error, crop pixels
