@@ -15,7 +15,8 @@ vertices, crop pixels; the points the registration reports) and the true pose. R
   the fit, as the service does when it detects the face (skipped without the detector);
 - "network_volume_network_landmarks": the same, with the network's own 68 points (its
   landmark head, where it has one) given to the fit, as the service does since round 3.
-Each fit is seeded as in the Reconstructor: by the learned head pose from the volume
+Each fit is seeded as in the Reconstructor: by the pose of the network's 68 points where it
+has a landmark head (the network arms), else by the learned head pose from the volume
 (weights/pose.pt), or by the geometric `facerecon.pose.estimate_pose` without it.
 
 Metrics, per yaw bucket and overall:
@@ -52,7 +53,7 @@ from facerecon.face_model import load_face_model
 from facerecon.mesh import volume_to_mesh
 from facerecon.models.volume_pose import estimate_volume_pose
 from facerecon.models.vrn import heatmap_points
-from facerecon.pose import estimate_pose
+from facerecon.pose import estimate_pose, pose_from_landmarks
 from facerecon.reconstructor import load_pose_model
 from facerecon.registration import register, register_batch
 from training.engine.facemodel import IBUG68_MIRROR
@@ -101,10 +102,12 @@ def face_errors(result, landmarks: np.ndarray, pose: tuple[float, float, float])
 
 
 def register_volumes(
-    volumes, batch, face_model, pose_model, first: int, repeats: int, rows, landmarks=None
-) -> list[dict]:
+    volumes, batch, face_model, pose_model, first: int, repeats: int, rows, landmarks=None,
+    network_points=None,
+) -> list[dict]:  # fmt: skip
     """Register each volume's mesh; score it against the true points (`Batch.face_vertices`
-    at `rows`: `map_rows`)."""
+    at `rows`: `map_rows`). With the network's 68 `network_points` the fit starts from their
+    pose (`Reconstructor.head_pose`)."""
     records = []
     for i, volume in enumerate(volumes):
         mesh = volume_to_mesh(volume)
@@ -113,7 +116,9 @@ def register_volumes(
             records.append({"index": first + i, "yaw": truth[0], "empty": True})
             continue
         start = time.perf_counter()
-        if pose_model is None:
+        if network_points is not None:
+            estimate = pose_from_landmarks(network_points[i])
+        elif pose_model is None:
             estimate = estimate_pose(mesh)
         else:
             estimate = estimate_volume_pose(pose_model, volume)
@@ -240,28 +245,28 @@ def main() -> None:
         if network is not None and first < args.network_faces:
             with torch.inference_mode():
                 stacks, heatmaps = network.forward_heads(batch.image)
-                upsampled = F.interpolate(stacks[-1], scale_factor=4.0, mode="bilinear")
+                stride = float(network.config.output_stride)
+                upsampled = F.interpolate(stacks[-1], scale_factor=stride, mode="bilinear")
                 predicted = torch.sigmoid(upsampled).float().numpy()
-            network_records += register_volumes(
-                predicted, batch, first=first, rows=truth_rows, **fit
-            )
-            if heatmaps is not None:
-                points = list(heatmap_points(heatmaps).double().numpy())
-                own_records += register_volumes(
-                    predicted, batch, first=first, rows=truth_rows, landmarks=points, **fit
-                )
+            points = None if heatmaps is None else list(heatmap_points(heatmaps).double().numpy())
+            arm = {**fit, "first": first, "rows": truth_rows, "network_points": points}
+            network_records += register_volumes(predicted, batch, **arm)
+            if points is not None:
+                own_records += register_volumes(predicted, batch, landmarks=points, **arm)
             if detector is not None:
                 five = detected_five_points(detector, batch.image)
-                detector_records += register_volumes(
-                    predicted, batch, first=first, rows=truth_rows, landmarks=five, **fit
-                )
+                detector_records += register_volumes(predicted, batch, landmarks=five, **arm)
         print(f"{first + len(batch.yaw)} faces", flush=True)
 
     figures = {
         "machine_note": f"load average at the end {os.getloadavg()[0]:.1f} "
         f"(on {os.cpu_count()} cores); one torch thread",
         "seed": SEED,
-        "pose_seed": "learned (weights/pose.pt)" if pose_model else "geometric estimate_pose",
+        "pose_seed": (
+            "network arms: the landmark head's 68 points where it has one; "
+            "ground-truth volumes: "
+            + ("learned (weights/pose.pt)" if pose_model else "geometric estimate_pose")
+        ),
         "ground_truth_volume": summarise(truth_records),
         "batch_fit_ms_per_face": {
             "batch": args.batch,

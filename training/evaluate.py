@@ -8,7 +8,7 @@ et al. 2017): the mean distance from each ground-truth face-region vertex inside
 volume to the predicted surface (the 0.5 iso-surface at full resolution; the exact distance
 to its triangles), after rigid ICP, divided by the ground-truth outer interocular distance
 (landmarks 36 and 45), all in crop pixels. `nme_service_mesh` is the same for the mesh the
-service returns (`facerecon.mesh.surface_mesh` of the network's 48 x 48 logits: two height
+service returns (`facerecon.mesh.surface_mesh` of the network's coarse logits: two height
 maps). With a landmark head, `landmark_nme`: the mean distance of its 68 points from the
 engine's exact ones over sqrt(w h) of their box (2D, crop pixels; as AFLW2000-3D is scored).
 """
@@ -184,7 +184,7 @@ def summarise(records: list[dict], info: dict, seconds: float) -> dict:
         "nme_definition": "mean GT face-vertex to predicted-surface distance (exact, to the "
         "triangles) after rigid ICP / GT 3D outer interocular distance (landmarks 36-45), crop "
         "pixels; nme: the volume's full-resolution iso-surface; nme_service_mesh: the service's "
-        "mesh (surface_mesh of the 48 x 48 logits)",
+        "mesh (surface_mesh of the network's logits, 48 x 48 or 96 x 96)",
     }
 
 

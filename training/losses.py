@@ -23,7 +23,7 @@ def volume_targets(
 
 
 class StackLogits(torch.nn.Module):
-    """Wraps a VRN so that `forward` returns every supervised stack's 48 x 48 logits, and the
+    """Wraps a VRN so that `forward` returns every supervised stack's logits, and the
     landmark heatmaps (or None).
 
     (DistributedDataParallel synchronises gradients only through `forward`.)

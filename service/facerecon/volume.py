@@ -1,10 +1,11 @@
-"""The network's answer before its 4x upsampling: logits `(slices, 48, 48)`.
+"""The network's answer before its upsampling: logits `(slices, 48, 48)` (96 x 96 for a
+network with a `Refine` stage).
 
-`VRN.forward` upsamples its 48 x 48 logits bilinearly to the 192 x 192 crop, and the
+`VRN.forward` upsamples these logits bilinearly to the 192 x 192 crop, and the
 occupancy volume is their sigmoid: 200 x 192 x 192 floats (30 MB) that most of the service
 never needs. The mesh is found on the coarse logits and upsampled as a depth map
-(`facerecon.mesh.height_map_mesh`), the head pose reads a 48 x 48 pooling of the volume, so
-`Reconstructor.predict` hands back a `CoarseVolume` and the full volume is made only when
+(`facerecon.mesh.height_map_mesh`), the volume-pose network reads a 48 x 48 pooling of the
+volume, so `Reconstructor.predict` hands back a `CoarseVolume` and the full volume is made only when
 something asks for it (`probability()`, or `np.asarray`).
 """
 
