@@ -225,12 +225,14 @@ def main() -> None:
     )
     truth_rows = map_rows(engine.model)
     checkpoint = next((c for c in CHECKPOINTS if c.is_file()), None)
-    network = None
+    network, weights = None, None
     if checkpoint is not None and args.network_faces > 0:
         from facerecon.models import load_checkpoint
 
-        network, _ = load_checkpoint(checkpoint, "cpu")
+        network, info = load_checkpoint(checkpoint, "cpu")
         network.eval()
+        weights = {"path": str(checkpoint.relative_to(REPO)), "sha256": info["sha256"],
+                   "version": info["meta"].get("version")}  # fmt: skip
 
     pose_model = load_pose_model(None, CHECKPOINTS[0])
     detector = load_detector(YUNET) if YUNET.is_file() else None
@@ -262,6 +264,7 @@ def main() -> None:
         "machine_note": f"load average at the end {os.getloadavg()[0]:.1f} "
         f"(on {os.cpu_count()} cores); one torch thread",
         "seed": SEED,
+        "network_weights": weights,
         "pose_seed": (
             "network arms: the landmark head's 68 points where it has one; "
             "ground-truth volumes: "
