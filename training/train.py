@@ -140,6 +140,40 @@ def start_from_checkpoint(model: torch.nn.Module, config: dict) -> dict:
             "start_from": meta.get("start_from")}  # fmt: skip
 
 
+class TrainingBatches(torch.utils.data.Dataset):
+    """Step `i`'s batch and its volume targets. On the CPU a `DataLoader` worker makes them,
+    so that the next batch is made while this one trains (the engine and the network each
+    run better on one core of two than taking turns on both)."""
+
+    def __init__(self, data, config: dict, stride: int, world: int, rank: int):
+        self.data, self.config, self.stride, self.world, self.rank = (
+            data, config, stride, world, rank)  # fmt: skip
+
+    def __len__(self) -> int:
+        return self.config["steps"]
+
+    def __getitem__(self, step: int):
+        batch = self.data.batch(step * self.world + self.rank, self.config["batch_size"])
+        resolution = self.config["loss_resolution"]
+        return batch, volume_targets(batch.front, batch.back, resolution, self.stride)
+
+
+def batch_loader(
+    batches: TrainingBatches, first_step: int, device: torch.device
+) -> torch.utils.data.DataLoader:
+    """Batches from `first_step` on; made ahead by one worker process on the CPU (on a GPU
+    the engine runs on the GPU, in this process)."""
+    workers = 1 if device.type == "cpu" else 0
+    return torch.utils.data.DataLoader(
+        batches, batch_size=None, sampler=range(first_step, len(batches)), num_workers=workers,
+        prefetch_factor=2 if workers else None, worker_init_fn=_one_thread if workers else None,
+    )  # fmt: skip
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)
+
+
 def hardware(device: torch.device, world: int) -> str:
     if device.type == "cuda":
         return f"{world} x {torch.cuda.get_device_name(device)}"
@@ -244,11 +278,12 @@ def train(config: dict) -> Path:
                               enabled=device.type == "cuda" or config["cpu_bf16"])  # fmt: skip
     last_save = last_log = time.time()
     window_samples = 0
+    batches = iter(batch_loader(
+        TrainingBatches(data, config, model.config.output_stride, world, rank), step, device
+    ))  # fmt: skip
     while step < config["steps"] and not stopping:
         started = time.time()
-        batch = data.batch(step * world + rank, config["batch_size"])
-        targets = volume_targets(batch.front, batch.back, config["loss_resolution"],
-                                 model.config.output_stride)  # fmt: skip
+        batch, targets = next(batches)
         images = batch.image
         if config["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)
