@@ -1,11 +1,16 @@
 """The whole pipeline through `Reconstructor`, per stage, and its peak memory.
 
     python -m bench.bench_pipeline [--weights weights/facerecon.pt] [--faces 10]
+    python -m bench.bench_pipeline --weights A.pt --against B.pt [--rounds 3]
 
 Photos: scikit-image's astronaut plus held-out UTKFace crops from ../shared when present.
 Options as the CLI's defaults: five 256 x 256 views, the frontal view and the pose; then,
 with the ICT face model (../shared, or --face-model), the same with registration (the fit and
 its UV texture). Peak memory covers both.
+
+With `--against` two weights are timed in turns (A, B, A, B, ...; no registration), each
+round over all photos, and each stage's median over the rounds is saved as
+`pipeline_against.json`: the machine's drift falls on both alike.
 """
 
 from __future__ import annotations
@@ -69,7 +74,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--face-model", type=Path, default=FACE_MODEL,
                         help="ICT face model: the same calls with registration too")  # fmt: skip
+    parser.add_argument("--against", default=None, help="other weights, timed in turns")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.against:
+        compare(args)
+        return
     reconstructor = Reconstructor(
         args.weights, device=args.device, threads=args.threads, face_model=args.face_model
     )
@@ -94,6 +104,35 @@ def main() -> None:
             "target_peak_rss_mb": 1536,
         },
     )
+
+
+def compare(args: argparse.Namespace) -> None:
+    """`args.weights` and `args.against` timed in alternating rounds."""
+    arms = {}
+    for weights in (args.weights, args.against):
+        arms[weights] = Reconstructor(weights, device=args.device, threads=args.threads)
+        arms[weights].warmup()
+    options = ReconstructOptions(views=((-60, 0), (-30, 0), (0, 0), (30, 0), (60, 0)))
+    inputs = photos(args.faces)
+    rounds: dict[str, list[dict]] = {weights: [] for weights in arms}
+    for _ in range(args.rounds):
+        for weights, reconstructor in arms.items():
+            rounds[weights].append(timed(reconstructor, inputs, options))
+    figures = {}
+    for weights, runs in rounds.items():
+        stages = runs[0]["stage_median_ms"]
+        figures[weights] = {
+            "model": arms[weights].info.variant,
+            "stage_median_ms": {
+                k: round(statistics.median(r["stage_median_ms"][k] for r in runs), 1)
+                for k in stages
+            },
+            "total_median_ms": round(statistics.median(r["total_median_ms"] for r in runs), 1),
+            "mesh_vertices_median": runs[0]["mesh_vertices_median"],
+            "rounds_total_ms": [r["total_median_ms"] for r in runs],
+        }
+    save("pipeline_against", {"faces": len(inputs), "views": "5 x 256x256 + frontal",
+                              "arms": figures})  # fmt: skip
 
 
 if __name__ == "__main__":
