@@ -140,6 +140,23 @@ def start_from_checkpoint(model: torch.nn.Module, config: dict) -> dict:
             "start_from": meta.get("start_from")}  # fmt: skip
 
 
+def training_data(
+    config: dict, cache_dir: Path, device: torch.device
+) -> tuple[SyntheticFaces, SyntheticFaces | MixedFaces]:
+    """The synthetic engine, and what batches are drawn from: it, or it mixed with the real
+    photos (`real_share` of each batch)."""
+    engine = SyntheticFaces.from_shared(
+        config["shared"], cache_dir, "train", config["photo_limit"],
+        config=EngineConfig.from_dict(config["engine"]), seed=config["seed"], device=device,
+    )  # fmt: skip
+    if not (config["real_cache"] and config["real_share"] > 0):
+        return engine, engine
+    real = RealFaces(engine.model, config["real_cache"], config["shared"], config["seed"],
+                     tuple(config["real_subsets"]), config["photo_limit"],
+                     config["real_profiling"])  # fmt: skip
+    return engine, MixedFaces(engine, real, config["real_share"])
+
+
 class TrainingBatches(torch.utils.data.Dataset):
     """Step `i`'s batch and its volume targets. On the CPU a `DataLoader` worker makes them,
     so that the next batch is made while this one trains (the engine and the network each
@@ -204,16 +221,7 @@ def train(config: dict) -> Path:
     run_dir = Path(config["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    engine = SyntheticFaces.from_shared(
-        config["shared"], run_dir.parent / "cache", "train", config["photo_limit"],
-        config=EngineConfig.from_dict(config["engine"]), seed=config["seed"], device=device,
-    )  # fmt: skip
-    data = engine
-    if config["real_cache"] and config["real_share"] > 0:
-        real = RealFaces(engine.model, config["real_cache"], config["shared"], config["seed"],
-                         tuple(config["real_subsets"]), config["photo_limit"],
-                         config["real_profiling"])  # fmt: skip
-        data = MixedFaces(engine, real, config["real_share"])
+    engine, data = training_data(config, run_dir.parent / "cache", device)
     model = create_model(config["variant"]).to(device)
     if config["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
