@@ -2,6 +2,7 @@
 
     python -m bench.bench_pipeline [--weights weights/facerecon.pt] [--faces 10]
     python -m bench.bench_pipeline --weights A.pt --against B.pt [--rounds 3]
+    python -m bench.bench_pipeline --against-no-mirror [--rounds 3]
 
 Photos: scikit-image's astronaut plus held-out UTKFace crops from ../shared when present.
 Options as the CLI's defaults: five 256 x 256 views, the frontal view and the pose; then,
@@ -10,7 +11,8 @@ its UV texture). Peak memory covers both.
 
 With `--against` two weights are timed in turns (A, B, A, B, ...; no registration), each
 round over all photos, and each stage's median over the rounds is saved as
-`pipeline_against.json`: the machine's drift falls on both alike.
+`pipeline_against.json`: the machine's drift falls on both alike. `--against-no-mirror`
+does the same for the weights with and without the Reconstructor's mirror averaging.
 """
 
 from __future__ import annotations
@@ -75,9 +77,11 @@ def main() -> None:
     parser.add_argument("--face-model", type=Path, default=FACE_MODEL,
                         help="ICT face model: the same calls with registration too")  # fmt: skip
     parser.add_argument("--against", default=None, help="other weights, timed in turns")
+    parser.add_argument("--against-no-mirror", action="store_true",
+                        help="the weights with and without mirror averaging, in turns")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if args.against:
+    if args.against or args.against_no_mirror:
         compare(args)
         return
     reconstructor = Reconstructor(
@@ -107,11 +111,19 @@ def main() -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    """`args.weights` and `args.against` timed in alternating rounds."""
+    """`args.weights` and `args.against` (or the weights without mirror averaging) timed in
+    alternating rounds."""
     arms = {}
-    for weights in (args.weights, args.against):
-        arms[weights] = Reconstructor(weights, device=args.device, threads=args.threads)
-        arms[weights].warmup()
+    if args.against:
+        for weights in (args.weights, args.against):
+            arms[weights] = Reconstructor(weights, device=args.device, threads=args.threads)
+    else:
+        for mirror in (True, False):
+            label = f"{args.weights or 'shipped weights'}, mirror averaging {mirror}"
+            arms[label] = Reconstructor(args.weights, device=args.device, threads=args.threads,
+                                        mirror_average=mirror)  # fmt: skip
+    for reconstructor in arms.values():
+        reconstructor.warmup()
     options = ReconstructOptions(views=((-60, 0), (-30, 0), (0, 0), (30, 0), (60, 0)))
     inputs = photos(args.faces)
     rounds: dict[str, list[dict]] = {weights: [] for weights in arms}

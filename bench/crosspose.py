@@ -682,7 +682,7 @@ def main() -> None:
     face_model = hashlib.sha256(args.face_model.read_bytes()).hexdigest() if registered else "none"
     identity = (
         f"v5|{photos.source}|{rec.info.sha256}|{pose_estimator}|{recogniser.name}|{VIEW_SIZE}"
-        f"|{face_model}"
+        f"|{face_model}|mirror averaged {rec.mirror_average}"
     )
     key = hashlib.sha256(identity.encode()).hexdigest()
     cache_path = CACHE / f"{key[:16]}.pkl"
@@ -746,6 +746,7 @@ def main() -> None:
             "weights": checkpoint,
             "weights_sha256": rec.info.sha256,
             "pose_estimator": pose_estimator,
+            "mirror_averaged": rec.mirror_average,
             "arms": list(arms),
             "arms_skipped": {arm: f"no face model at {args.face_model}" for arm in skipped},
             "face_model_sha256": face_model if registered else None,

@@ -37,7 +37,7 @@ def test_landmark_loss_is_least_at_the_target_and_trains_the_maps_onto_it():
 
 
 def test_mirror_numbering_swaps_sides_and_keeps_the_midline():
-    from training.engine.facemodel import IBUG68_MIRROR
+    from facerecon.models.vrn import IBUG68_MIRROR
 
     assert sorted(IBUG68_MIRROR) == list(range(68))
     assert all(IBUG68_MIRROR[IBUG68_MIRROR[i]] == i for i in range(68))
@@ -156,3 +156,28 @@ def test_the_pose_is_the_landmarks_pose(landmark_reconstructor, astronaut):
     assert result.pose == pose_from_landmarks(face.predicted_landmarks)
     # without the head's points the volume's pose is the answer
     assert rec.head_pose(volume, result.mesh) != result.pose
+
+
+def test_mirror_averaging_answers_a_mirrored_crop_with_the_mirrored_answer(
+    landmark_reconstructor, astronaut
+):
+    """With test-time flipping the answer is exactly mirror-symmetric, which a random
+    network's own answer is not."""
+    from facerecon.models.vrn import IBUG68_MIRROR
+
+    crop = landmark_reconstructor.prepare(astronaut, face_box=(50, 30, 150, 150)).crop
+    crops = np.stack([crop, np.ascontiguousarray(crop[:, ::-1])])
+
+    def mirror_gap(logits, points):
+        mirrored = points[0, IBUG68_MIRROR].copy()
+        mirrored[:, 0] = 191 - mirrored[:, 0]
+        return np.abs(logits[1] - logits[0, :, :, ::-1]).max(), np.abs(points[1] - mirrored).max()
+
+    volume_gap, point_gap = mirror_gap(*landmark_reconstructor._forward(crops))
+    assert volume_gap < 1e-3 and point_gap < 1e-3
+    landmark_reconstructor.mirror_average = False
+    try:
+        volume_gap, point_gap = mirror_gap(*landmark_reconstructor._forward(crops))
+    finally:
+        landmark_reconstructor.mirror_average = True
+    assert volume_gap > 1e-2 and point_gap > 0.1

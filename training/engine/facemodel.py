@@ -23,16 +23,10 @@ from facerecon.face_model import (  # the ICT topology's parts, shared with the 
     region_vertices,
     restrict_triangles,
 )
+from facerecon.models.vrn import IBUG68_MIRROR  # noqa: F401  (the engine's mirrored samples)
 
 # Regions that make up the rendered, voxelised head (facerecon.face_model.ICT_VERTEX_RANGES).
 SOLID_REGIONS = ("face", "head_and_neck", "eyeball_left", "eyeball_right", "mouth_socket")
-# iBUG-68 point i of a face seen in a mirror is point IBUG68_MIRROR[i] of the mirrored face
-# (the jaw, brows, nostrils, eyes and lips swap sides; the midline points stay)
-IBUG68_MIRROR = (
-    list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30]
-    + [35, 34, 33, 32, 31] + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65]
-)  # fmt: skip
 
 
 @dataclass

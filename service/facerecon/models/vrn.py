@@ -184,6 +184,15 @@ class VRN(nn.Module):
         return F.interpolate(logits, scale_factor=scale, mode="bilinear", align_corners=False)
 
 
+# iBUG-68 point i of a face seen in a mirror is point IBUG68_MIRROR[i] of the mirrored face
+# (the jaw, brows, nostrils, eyes and lips swap sides; the midline points stay)
+IBUG68_MIRROR = (
+    list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30]
+    + [35, 34, 33, 32, 31] + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65]
+)  # fmt: skip
+
+
 def heatmap_points(heatmaps: torch.Tensor, input_size: int = 192) -> torch.Tensor:
     """(N, K, h, w) heatmap logits -> (N, K, 2) expected (x, y) in input pixels: the mean of
     each softmax-normalised map (Sun et al.'s integral regression)."""
