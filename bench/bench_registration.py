@@ -247,8 +247,7 @@ def main() -> None:
         if network is not None and first < args.network_faces:
             with torch.inference_mode():
                 stacks, heatmaps = network.forward_heads(batch.image)
-                stride = float(network.config.output_stride)
-                upsampled = F.interpolate(stacks[-1], scale_factor=stride, mode="bilinear")
+                upsampled = F.interpolate(stacks[-1], scale_factor=4.0, mode="bilinear")
                 predicted = torch.sigmoid(upsampled).float().numpy()
             points = None if heatmaps is None else list(heatmap_points(heatmaps).double().numpy())
             arm = {**fit, "first": first, "rows": truth_rows, "network_points": points}

@@ -52,7 +52,7 @@ class Arm:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.net = StackLogits(self.model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), config["lr"])
-        batches = TrainingBatches(data, config, self.model.config.output_stride, 1, 0)
+        batches = TrainingBatches(data, config, 1, 0)
         cpu = torch.device("cpu")
         self.batches = iter(batch_loader(batches, first_step, cpu)) if worker else None
         self.make, self.step_index = batches.__getitem__, first_step

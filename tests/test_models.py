@@ -87,32 +87,3 @@ def test_heatmap_points_find_a_peak_between_cells():
     # cut off by the edge pulls it inwards, by less than a cell
     assert (found[0, 0] - truth[0, 0]).abs().max() < 0.2
     assert (found[0, 1] - truth[0, 1]).abs().max() < 4.0
-
-
-def test_a_refine_stage_doubles_the_resolution_and_starts_as_the_coarse_answer():
-    import torch.nn.functional as F
-
-    model = create_model("vrn-tiny-refined").eval()
-    x = torch.rand(2, 3, 192, 192)
-    with torch.inference_mode():
-        stacks, heatmaps = model.forward_heads(x)
-        assert [s.shape for s in stacks] == [(2, 200, 96, 96)]
-        assert heatmaps.shape == (2, 68, 48, 48)  # the landmark maps keep their cells
-        assert model(x).shape == (2, 200, 192, 192)
-        # its last layer starts at zero: the output is the trunk's 48 x 48 logits, upsampled
-        refine, model.refine = model.refine, None
-        coarse = model.forward_logits(x)[-1]
-        model.refine = refine
-        upsampled = F.interpolate(coarse, scale_factor=2.0, mode="bilinear", align_corners=False)
-        torch.testing.assert_close(stacks[-1], upsampled)
-        # once trained (here: random) it changes the answer, and folding keeps that
-        torch.nn.init.normal_(model.refine.body[-1].weight, std=0.1)
-        refined = model(x)
-        before = F.interpolate(upsampled, scale_factor=2.0, mode="bilinear")
-        assert (refined - before).abs().max() > 0.01
-        torch.testing.assert_close(fold_batchnorm(model)(x), refined, atol=1e-3, rtol=1e-3)
-
-
-def test_output_stride_is_2_or_4():
-    with pytest.raises(ValueError, match="output_stride"):
-        VARIANTS["vrn-tiny"].__class__(output_stride=8)

@@ -88,7 +88,7 @@ def test_bad_arrays_are_refused(reconstructor):
         reconstructor(np.zeros((100, 100, 3), np.float32))
 
 
-@pytest.mark.parametrize("variant", ["vrn-tiny", "vrn-light", "vrn-tiny-refined"])
+@pytest.mark.parametrize("variant", ["vrn-tiny", "vrn-light"])
 def test_bf16_network_stays_within_its_stated_tolerance_of_fp32(variant, astronaut, tmp_path):
     """bfloat16 on the CPU (the default where the CPU has it natively) moves the logits by
     at most CPU_BF16_TOLERANCE of the largest fp32 logit, a tenth of that on average:
@@ -102,8 +102,6 @@ def test_bf16_network_stays_within_its_stated_tolerance_of_fp32(variant, astrona
                 module.running_var.uniform_(0.5, 2.0)
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.normal_(0.0, 0.1)
-        if model.refine is not None:  # its last layer starts at zero
-            model.refine.body[-1].weight.normal_(0.0, 0.05)
     path = tmp_path / "random.pt"
     save_checkpoint(path, model, variant, half=False)
     fp32 = Reconstructor(path, device="cpu", precision="fp32")
@@ -124,25 +122,3 @@ def test_precision_is_checked(tiny_weights, monkeypatch):
         Reconstructor(tiny_weights, device="cpu", precision="fp8")
     monkeypatch.setenv("FACERECON_PRECISION", "fp32")
     assert not Reconstructor(tiny_weights, device="cpu").cpu_bf16
-
-
-def test_a_refined_network_answers_at_96_x_96_and_meshes_like_the_coarse_one(
-    reconstructor, astronaut, tmp_path
-):
-    """vrn-tiny-refined with the slab head of `make_tiny_checkpoint` (its Refine stage at
-    zero): the same slab, handed on at twice the resolution, gives the same surface."""
-    torch.manual_seed(0)
-    model = create_model("vrn-tiny-refined")
-    with torch.no_grad():
-        model.heads[-1].weight.zero_()
-        model.heads[-1].bias.copy_(torch.where(torch.arange(200) < 100, 6.0, -6.0))
-    save_checkpoint(tmp_path / "refined.pt", model, "vrn-tiny-refined")
-    refined = Reconstructor(tmp_path / "refined.pt", device="cpu")
-    face = refined.prepare(astronaut)
-    (volume,) = refined.predict([face])
-    assert volume.logits.shape == (200, 96, 96) and volume.shape == (200, 192, 192)
-    options = ReconstructOptions(frontal=False, pose=False)
-    fine = refined.finish(face, volume, options).mesh
-    coarse = reconstructor.finish(face, reconstructor.predict([face])[0], options).mesh
-    np.testing.assert_allclose(fine.vertices.min(0), coarse.vertices.min(0), atol=2.0)
-    np.testing.assert_allclose(fine.vertices.max(0), coarse.vertices.max(0), atol=2.0)

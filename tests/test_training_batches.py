@@ -19,8 +19,8 @@ class CountingFaces:
 
 def test_the_loader_resumes_at_a_step_and_gives_that_steps_batch_and_targets():
     config = {"steps": 9, "batch_size": 2, "loss_resolution": "pooled"}
-    batches = TrainingBatches(CountingFaces(), config, stride=2, world=2, rank=1)
+    batches = TrainingBatches(CountingFaces(), config, world=2, rank=1)
     got = list(batch_loader(batches, first_step=6, device=torch.device("cpu")))
     assert [batch.index for batch, _ in got] == [13, 15, 17]  # step * world + rank
     for batch, targets in got:
-        torch.testing.assert_close(targets, volume_targets(batch.front, batch.back, "pooled", 2))
+        torch.testing.assert_close(targets, volume_targets(batch.front, batch.back, "pooled"))

@@ -161,21 +161,3 @@ def test_fine_tuning_adds_a_landmark_head_to_a_network_without_one(run_dir, tmp_
     assert info["variant"] == "vrn-tiny-landmarks" and model.landmark_head is not None
     records = [json.loads(line) for line in (tuned / "log.jsonl").read_text().splitlines()]
     assert all(r["landmark_px"] > 0 and r["landmark_loss"] > 0 for r in records)
-
-
-def test_fine_tuning_adds_a_refine_stage_that_learns(run_dir, tmp_path):
-    from facerecon.models import load_checkpoint
-    from training.train import load_config, train
-
-    config = load_config(
-        REPO / "training/configs/vrn-light-cpu-finetune.yaml",
-        ["variant=vrn-tiny-refined", "batch_size=2", "steps=2", "warmup_steps=1",
-         "log_every=1", f"run_dir={tmp_path / 'refined'}", "photo_limit=16", "threads=1",
-         f"init_weights={run_dir / 'model.pt'}"],
-    )  # fmt: skip
-    tuned = train(config)
-    model, info = load_checkpoint(tuned / "model.pt")
-    assert info["variant"] == "vrn-tiny-refined"
-    assert model.refine.body[-1].weight.abs().max() > 0  # started at zero, trained since
-    with torch.no_grad():
-        assert model.forward_logits(torch.rand(1, 3, 192, 192))[-1].shape == (1, 200, 96, 96)

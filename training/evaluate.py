@@ -112,9 +112,7 @@ def evaluate(
         batch = engine.batch(index, min(batch_size, count - start))
         stacks, heatmaps = model.forward_heads(batch.image.to(device))
         logits = stacks[-1].float()
-        stride = model.config.output_stride
-        probability = torch.sigmoid(F.interpolate(logits, scale_factor=float(stride),
-                                                  mode="bilinear"))  # fmt: skip
+        probability = torch.sigmoid(F.interpolate(logits, scale_factor=4.0, mode="bilinear"))
         if heatmaps is not None:
             points = heatmap_points(heatmaps).cpu()
         target = fill_volume(batch.front, batch.back)
@@ -127,7 +125,7 @@ def evaluate(
             lm = batch.landmarks[i].cpu().numpy()
             interocular = float(np.linalg.norm(lm[36] - lm[45]))
             volume = probability[i].cpu()
-            service_mesh = surface_mesh(CoarseVolume(logits[i].cpu().numpy(), stride))
+            service_mesh = surface_mesh(CoarseVolume(logits[i].cpu().numpy(), 4))
             record = {
                 "yaw": float(batch.yaw[i]),
                 "iou": inter / max(union, 1),
@@ -184,7 +182,7 @@ def summarise(records: list[dict], info: dict, seconds: float) -> dict:
         "nme_definition": "mean GT face-vertex to predicted-surface distance (exact, to the "
         "triangles) after rigid ICP / GT 3D outer interocular distance (landmarks 36-45), crop "
         "pixels; nme: the volume's full-resolution iso-surface; nme_service_mesh: the service's "
-        "mesh (surface_mesh of the network's logits, 48 x 48 or 96 x 96)",
+        "mesh (surface_mesh of the 48 x 48 logits)",
     }
 
 

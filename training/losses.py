@@ -10,20 +10,17 @@ from facerecon.models.vrn import heatmap_points
 from training.engine.voxelize import fill_volume, pooled_volume
 
 
-def volume_targets(
-    front: torch.Tensor, back: torch.Tensor, resolution: str, stride: int = 4
-) -> torch.Tensor:
-    """Targets for the logits of a network with `stride` pixels per output cell ("pooled":
-    soft, stride x stride-averaged) or the full volume."""
+def volume_targets(front: torch.Tensor, back: torch.Tensor, resolution: str) -> torch.Tensor:
+    """Targets for the 48 x 48 logits ("pooled": soft, 4x4-averaged) or the full volume."""
     if resolution == "pooled":
-        return pooled_volume(front, back, stride)
+        return pooled_volume(front, back)
     if resolution == "full":
         return fill_volume(front, back).float()
     raise ValueError(f"unknown loss resolution {resolution!r}")
 
 
 class StackLogits(torch.nn.Module):
-    """Wraps a VRN so that `forward` returns every supervised stack's logits, and the
+    """Wraps a VRN so that `forward` returns every supervised stack's 48 x 48 logits, and the
     landmark heatmaps (or None).
 
     (DistributedDataParallel synchronises gradients only through `forward`.)
@@ -38,19 +35,11 @@ class StackLogits(torch.nn.Module):
 
 
 def volume_loss(stacks: list[torch.Tensor], targets: torch.Tensor, resolution: str) -> torch.Tensor:
-    """Mean per-voxel BCE over the supervised stacks' logits (upsampled if "full"). A stack
-    coarser than the pooled targets (48 x 48 before a `Refine` stage) is compared with them
-    pooled again: the mean of block means is the coarser block's mean."""
-    losses = []
-    for logits in stacks:
-        ratio = targets.shape[-1] // logits.shape[-1]
-        if resolution == "full":
-            logits = F.interpolate(logits, scale_factor=float(ratio), mode="bilinear",
-                                   align_corners=False)  # fmt: skip
-            target = targets
-        else:
-            target = F.avg_pool2d(targets, ratio) if ratio > 1 else targets
-        losses.append(F.binary_cross_entropy_with_logits(logits.float(), target))
+    """Mean per-voxel BCE over the supervised stacks' logits (upsampled if "full")."""
+    if resolution == "full":
+        stacks = [F.interpolate(s, scale_factor=4.0, mode="bilinear", align_corners=False)
+                  for s in stacks]  # fmt: skip
+    losses = [F.binary_cross_entropy_with_logits(s.float(), targets) for s in stacks]
     return torch.stack(losses).mean()
 
 

@@ -67,10 +67,9 @@ DEFAULTS = {
     # weight of the landmark head's loss (`landmark_loss`, in heatmap cells) against the
     # volume's cross-entropy; used by variants with a landmark head
     "landmark_weight": 0.02,
-    # the learning rate of the heads beside the trunk (landmark head, `Refine` stage) over
-    # `lr`: a new head on trained features would otherwise take thousands of steps to
-    # learn (measured: the landmark maps sharpened 23.5 -> 22.9 in 50 steps at 1x)
-    "head_lr_scale": 20.0,
+    # the landmark head's learning rate over `lr`: a new head on trained features would
+    # otherwise take thousands of steps to sharpen its maps (measured: 23.5 -> 22.9 in 50)
+    "landmark_lr_scale": 20.0,
 }
 
 
@@ -97,14 +96,13 @@ def learning_rate(config: dict, step: int) -> float:
 
 
 def make_optimizer(config: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Every parameter at `lr`, the heads' beside the trunk at `lr` x `head_lr_scale` (each
+    """Every parameter at `lr`, the landmark head's at `lr` x `landmark_lr_scale` (each
     group's `lr_scale`, which `learning_rate`'s schedule is multiplied by)."""
-    heads = [m for m in (model.landmark_head, model.refine) if m is not None]
-    head = [p for m in heads for p in m.parameters()]
+    head = [] if model.landmark_head is None else list(model.landmark_head.parameters())
     rest = [p for p in model.parameters() if all(p is not q for q in head)]
     groups = [{"params": rest, "lr_scale": 1.0}]
     if head:
-        groups.append({"params": head, "lr_scale": config["head_lr_scale"]})
+        groups.append({"params": head, "lr_scale": config["landmark_lr_scale"]})
     if config["optimizer"] == "adamw":
         return torch.optim.AdamW(groups, config["lr"], weight_decay=config["weight_decay"])
     if config["optimizer"] == "rmsprop":
@@ -124,15 +122,13 @@ def init_output_bias(model: torch.nn.Module, engine: SyntheticFaces, config: dic
 def start_from_checkpoint(model: torch.nn.Module, config: dict) -> dict:
     """Load `init_weights` into `model`; returns what the run's checkpoints record of it."""
     source, info = load_checkpoint(config["init_weights"])
-    heads = {"landmarks": source.config.landmarks, "output_stride": source.config.output_stride}
-    if source.config.to_dict() != {**model.config.to_dict(), **heads}:
+    if source.config.to_dict() != {**model.config.to_dict(), "landmarks": source.config.landmarks}:
         raise ValueError(
             f"init_weights is a {info['variant']!r}, the config a {config['variant']!r}"
         )
-    # a network without a landmark head or a `Refine` stage may start one that has them:
-    # the new heads start fresh
+    # a network without a landmark head may start one that has it: the head starts fresh
     missing, _ = model.load_state_dict(source.state_dict(), strict=False)
-    if any(not name.startswith(("landmark_head.", "refine.")) for name in missing):
+    if any(not name.startswith("landmark_head.") for name in missing):
         raise ValueError(f"init_weights lacks {missing}")
     meta = info["meta"]
     return {"sha256": info["sha256"], "steps": meta.get("steps"),
@@ -162,17 +158,15 @@ class TrainingBatches(torch.utils.data.Dataset):
     so that the next batch is made while this one trains (the engine and the network each
     run better on one core of two than taking turns on both)."""
 
-    def __init__(self, data, config: dict, stride: int, world: int, rank: int):
-        self.data, self.config, self.stride, self.world, self.rank = (
-            data, config, stride, world, rank)  # fmt: skip
+    def __init__(self, data, config: dict, world: int, rank: int):
+        self.data, self.config, self.world, self.rank = data, config, world, rank
 
     def __len__(self) -> int:
         return self.config["steps"]
 
     def __getitem__(self, step: int):
         batch = self.data.batch(step * self.world + self.rank, self.config["batch_size"])
-        resolution = self.config["loss_resolution"]
-        return batch, volume_targets(batch.front, batch.back, resolution, self.stride)
+        return batch, volume_targets(batch.front, batch.back, self.config["loss_resolution"])
 
 
 def batch_loader(
@@ -287,7 +281,7 @@ def train(config: dict) -> Path:
     last_save = last_log = time.time()
     window_samples = 0
     batches = iter(batch_loader(
-        TrainingBatches(data, config, model.config.output_stride, world, rank), step, device
+        TrainingBatches(data, config, world, rank), step, device
     ))  # fmt: skip
     while step < config["steps"] and not stopping:
         started = time.time()
@@ -320,7 +314,7 @@ def train(config: dict) -> Path:
                 logits = stacks[-1].float()
                 if config["loss_resolution"] == "full":
                     logits = torch.nn.functional.interpolate(
-                        logits, scale_factor=float(model.config.output_stride), mode="bilinear"
+                        logits, scale_factor=4.0, mode="bilinear"
                     )
                 iou = volume_iou(logits, targets).item()
                 if heatmaps is not None:  # median landmark error, crop pixels

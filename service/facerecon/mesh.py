@@ -181,8 +181,8 @@ def height_map_mesh(
     the volume's border the surface closes half a voxel beyond it, as marching cubes on the
     zero-padded volume does. Only the largest 4-connected region of the silhouette is kept.
 
-    A `CoarseVolume` (the network's 48 x 48 or 96 x 96 logits) is never upsampled to the
-    full volume: the crossings are found on its columns and the depth maps upsampled bilinearly.
+    A `CoarseVolume` (the network's 48 x 48 logits) is never upsampled to the full
+    volume: the crossings are found on its columns and the depth maps upsampled bilinearly.
 
     Returns None when more than `GAPPED_RAYS` of the rays have a gap (not one interval),
     and an empty mesh when nothing exceeds `level`.

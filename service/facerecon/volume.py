@@ -1,5 +1,4 @@
-"""The network's answer before its upsampling: logits `(slices, 48, 48)` (96 x 96 for a
-network with a `Refine` stage).
+"""The network's answer before its 4x upsampling: logits `(slices, 48, 48)`.
 
 `VRN.forward` upsamples these logits bilinearly to the 192 x 192 crop, and the
 occupancy volume is their sigmoid: 200 x 192 x 192 floats (30 MB) that most of the service

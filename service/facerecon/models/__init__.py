@@ -15,13 +15,8 @@ VARIANTS: dict[str, VRNConfig | VolumePoseConfig] = {
     "vrn-light": VRNConfig(features=128, modules=4),  # ~6.2M parameters
     # vrn-light with a 68-landmark heatmap head beside the volume (VRN-Multitask's idea)
     "vrn-light-landmarks": VRNConfig(features=128, modules=4, landmarks=68),
-    # ... whose volume is refined to 96 x 96 from the stem's features (`Refine`)
-    "vrn-light-landmarks-refined": VRNConfig(
-        features=128, modules=4, landmarks=68, output_stride=2
-    ),
     "vrn-tiny": VRNConfig(features=16, modules=1),  # for tests only
     "vrn-tiny-landmarks": VRNConfig(features=16, modules=1, landmarks=68),  # tests only
-    "vrn-tiny-refined": VRNConfig(features=16, modules=1, landmarks=68, output_stride=2),
     "volume-pose": VolumePoseConfig(),  # head pose from a VRN volume: ~0.37M parameters
 }
 # architecture name (stored in checkpoints) -> (network, its config)

@@ -85,8 +85,8 @@ def estimate_volume_pose(
     if isinstance(volume, CoarseVolume):
         volume = volume.pooled()
     x = torch.as_tensor(volume, dtype=torch.float32)[None]
-    if x.shape[-1] != model.config.size:  # a full volume, or a `Refine` network's 96 x 96
-        x = F.avg_pool2d(x, x.shape[-1] // model.config.size)
+    if x.shape[-1] != model.config.size:
+        x = pool_volume(x)
     return pose_from_rotation(model.rotation(x)[0].double().numpy())
 
 

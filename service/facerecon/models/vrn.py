@@ -4,10 +4,6 @@ Two stacked hourglasses regress a 200 x 192 x 192 occupancy volume of the face f
 192 x 192 RGB image in [0, 1]. Channel d of the output is depth slice d (d grows towards
 the camera); x and y are the crop's pixels.
 
-With `output_stride` 2 a refinement stage (`Refine`) adds detail at 96 x 96 to the 48 x 48
-logits, from the stem's 96 x 96 features: the 4x bilinear upsampling of saturated logits
-puts stair-steps into the surface at every 4-pixel cell.
-
 With `landmarks` > 0 it is also VRN-Multitask's sibling: a 1x1 head beside the volume's
 reads the same features into one heatmap per landmark (48 x 48 logits); `heatmap_points`
 turns them into sub-pixel crop coordinates (a soft-argmax, so no 4-pixel quantisation).
@@ -36,11 +32,6 @@ class VRNConfig:
     input_size: int = 192
     intermediate_supervision: bool = False  # the paper's plain VRN has none
     landmarks: int = 0  # landmark heatmaps beside the volume (68: the iBUG points), 0: none
-    output_stride: int = 4  # input pixels per output cell: 4 (48 x 48) or 2 (+ `Refine`)
-
-    def __post_init__(self) -> None:
-        if self.output_stride not in (2, 4):
-            raise ValueError(f"output_stride must be 2 or 4, not {self.output_stride}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,30 +81,6 @@ class Hourglass(nn.Module):
         return self.skip(x) + F.interpolate(low, scale_factor=2.0, mode="nearest")
 
 
-class Refine(nn.Module):
-    """48 x 48 logits -> 96 x 96: their 2x upsampling plus a correction read from the
-    trunk's last features (upsampled) and the stem's 96 x 96 features. The correction's last
-    layer starts at zero, so a stage added to trained weights starts as their output."""
-
-    def __init__(self, features: int, stem_features: int, slices: int, width: int = 64):
-        super().__init__()
-        self.body = nn.Sequential(
-            conv_bn(features + stem_features, width), nn.ReLU(inplace=True),
-            conv_bn(width, width, 3), nn.ReLU(inplace=True),
-            nn.Conv2d(width, slices, 1),
-        )  # fmt: skip
-        nn.init.zeros_(self.body[-1].weight)
-        nn.init.zeros_(self.body[-1].bias)
-
-    def forward(self, logits: torch.Tensor, features: torch.Tensor, stem: torch.Tensor):
-        up = F.interpolate(logits, scale_factor=2.0, mode="bilinear", align_corners=False)
-        features = F.interpolate(features, scale_factor=2.0, mode="nearest")
-        return up + self.body(torch.cat([features, stem], 1))
-
-
-STEM_FINE = 3  # stem layers at 96 x 96 (before its max-pooling); their output feeds Refine
-
-
 class VRN(nn.Module):
     def __init__(self, config: VRNConfig):
         super().__init__()
@@ -146,18 +113,15 @@ class VRN(nn.Module):
             self.landmark_head = nn.Conv2d(f, config.landmarks, 1)
             nn.init.zeros_(self.landmark_head.weight)
             nn.init.zeros_(self.landmark_head.bias)
-        self.refine = Refine(f, 128, s) if config.output_stride == 2 else None
 
     def forward_logits(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """Logits of each supervised stack at 48 x 48 (the last one, the answer, at 96 x 96
-        with a `Refine` stage)."""
+        """Logits of each supervised stack at 48 x 48 (the last one is the answer)."""
         return self.forward_heads(image)[0]
 
     def forward_heads(self, image: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Every supervised stack's volume logits and the landmark heatmap logits
         (N, landmarks, 48, 48), or None without a landmark head."""
-        fine = self.stem[:STEM_FINE](image * 2.0 - 1.0)
-        x = self.stem[STEM_FINE:](fine)
+        x = self.stem(image * 2.0 - 1.0)
         outputs = []
         stages = zip(self.hourglasses, self.features, strict=True)
         for i, (hourglass, features) in enumerate(stages):
@@ -169,8 +133,6 @@ class VRN(nn.Module):
                 x = x + self.merge[i](y)
                 if self.config.intermediate_supervision:
                     x = x + self.head_merge[i](outputs[-1])
-        if self.refine is not None:
-            outputs[-1] = self.refine(outputs[-1], y, fine)
         heatmaps = self.landmark_head(y) if self.landmark_head is not None else None
         return outputs, heatmaps
 
@@ -180,8 +142,7 @@ class VRN(nn.Module):
         # head pose's pooling and the marching cubes are ~20 ms faster each on it, and making
         # it plain here, at 48 x 48, costs 5 ms where the full volume's transpose costs 25
         logits = self.forward_logits(image)[-1].contiguous()
-        scale = float(self.config.output_stride)
-        return F.interpolate(logits, scale_factor=scale, mode="bilinear", align_corners=False)
+        return F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
 
 
 # iBUG-68 point i of a face seen in a mirror is point IBUG68_MIRROR[i] of the mirrored face
