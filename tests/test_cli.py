@@ -164,3 +164,24 @@ def test_the_summary_says_when_no_face_was_found(tmp_path, tiny_weights, capsys)
     assert f"[{NO_FACE_FOUND}]" in capsys.readouterr().out
     assert main([*argv, "--no-detector"]) == 0  # no detector, nothing to say
     assert "found no face" not in capsys.readouterr().out
+
+
+def test_mirror_averaging_can_be_turned_off(tmp_path, tiny_weights, astronaut_jpeg, monkeypatch):
+    import facerecon.reconstructor as reconstructor_module
+
+    made = []
+    real = reconstructor_module.Reconstructor
+
+    def recording(*args, **kwargs):
+        made.append(kwargs["mirror_average"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reconstructor_module, "Reconstructor", recording)
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    argv = ["reconstruct", str(photo), "--weights", str(tiny_weights), "--views", "",
+            "--device", "cpu"]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "on")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "off"), "--no-mirror-average"]) == 0
+    assert made == [True, False]
+    assert (tmp_path / "off" / "a.glb").stat().st_size > 0

@@ -29,6 +29,8 @@ def test_environment_then_flags():
     assert config.weights == Path("/models/a.pt") and config.batch_max_wait_ms == 0.5
     assert config.tokens() == {"a", "b"}
     assert ServerConfig.from_args(["--no-warmup"], {}).warmup is False
+    assert ServerConfig.from_args([], {}).mirror_average is True
+    assert ServerConfig.from_args(["--no-mirror-average"], {}).mirror_average is False
 
 
 def test_tokens_from_a_file(tmp_path):

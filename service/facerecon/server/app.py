@@ -128,6 +128,7 @@ class FaceReconServer:
                         detector=c.detector,
                         threads=c.threads,
                         face_model=c.face_model,
+                        mirror_average=c.mirror_average,
                     ),
                 )
             if c.warmup:

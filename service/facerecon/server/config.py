@@ -92,6 +92,11 @@ class ServerConfig:
         "before the port closes, so that polling probes see it",
     )
     warmup: bool = option(True, "run one forward pass before reporting SERVING")
+    mirror_average: bool = option(
+        True,
+        "average each face's volume and landmarks with its mirror image's (better profile "
+        "poses; twice the network's work)",
+    )
     log_level: str = option("INFO", "DEBUG, INFO, WARNING or ERROR")
 
     def __post_init__(self) -> None:
