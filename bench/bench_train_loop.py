@@ -8,7 +8,9 @@ Each arm runs `training.train`'s step (forward, the volume and landmark losses, 
 AdamW) on the config's real batches (half real photos, half synthetic):
 - round 3: fp32, NCHW, each batch made in the loop;
 - round 4: bf16 autocast, channels-last, each batch made in the loop;
-- now: the same, each batch made ahead by a `DataLoader` worker (`training.train.batch_loader`).
+- now: the same, each batch made ahead by a `DataLoader` worker (`training.train.batch_loader`);
+- now, one training thread: the same with the network on one thread, the worker on the other
+  core.
 The arms run in turns, round after round (this machine's speed drifts); in each round every
 arm first runs 2 untimed steps (so a worker's batches made ahead of the round are used up),
 then `--steps` timed ones. Writes bench/results/train_loop.json. Needs ../shared and the fit
@@ -35,17 +37,21 @@ from training.losses import StackLogits, landmark_loss, volume_loss
 from training.train import TrainingBatches, batch_loader, load_config, training_data
 
 REPO = Path(__file__).resolve().parents[1]
-ARMS = {  # name: (bf16 autocast + channels-last, batches made by a worker)
-    "round 3: fp32 NCHW, data in the loop": (False, False),
-    "round 4: bf16 channels-last, data in the loop": (True, False),
-    "now: bf16 channels-last, data made ahead by a worker": (True, True),
+ARMS = {  # name: (bf16 autocast + channels-last, batches made by a worker, torch threads)
+    "round 3: fp32 NCHW, data in the loop": (False, False, None),
+    "round 4: bf16 channels-last, data in the loop": (True, False, None),
+    "now: bf16 channels-last, data made ahead by a worker": (True, True, None),
+    "now, one training thread": (True, True, 1),
 }
 UNTIMED = 2
 
 
 class Arm:
-    def __init__(self, config: dict, data, fast: bool, worker: bool, first_step: int):
+    def __init__(
+        self, config: dict, data, fast: bool, worker: bool, threads: int | None, first_step: int
+    ):
         torch.manual_seed(0)
+        self.threads = threads
         self.model = create_model(config["variant"])
         self.fast = fast
         if fast:
@@ -93,6 +99,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in arms}
     for _ in range(args.rounds):
         for name, arm in arms.items():
+            torch.set_num_threads(arm.threads or args.threads)
             for _ in range(UNTIMED):
                 arm.step()
             start = time.perf_counter()
