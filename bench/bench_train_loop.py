@@ -25,15 +25,15 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from bench.bench_train_step import rates_report, train_step
 from bench.results_io import save
 from facerecon.models import create_model
-from training.losses import StackLogits, landmark_loss, volume_loss
+from training.losses import StackLogits
 from training.train import TrainingBatches, batch_loader, load_config, training_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,14 +72,7 @@ class Arm:
         images = batch.image
         if self.fast:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.fast):
-            stacks, heatmaps = self.net(images)
-        loss = volume_loss(stacks, targets, "pooled")
-        if heatmaps is not None:
-            loss = loss + 0.02 * landmark_loss(heatmaps, batch.points68)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        train_step(self.net, self.optimizer, images, targets, batch.points68, self.fast)
 
 
 def main() -> None:
@@ -106,15 +99,11 @@ def main() -> None:
             for _ in range(args.steps):
                 arm.step()
             rates[name].append(args.steps * config["batch_size"] / (time.perf_counter() - start))
-    baseline = statistics.median(next(iter(rates.values())))
     report = {
         "config": str(args.config.resolve().relative_to(REPO)), "variant": config["variant"],
         "batch": config["batch_size"], "real_share": config["real_share"],
         "threads": args.threads, "rounds": args.rounds, "steps_per_round": args.steps,
-        "samples_per_s": {name: {"median": round(statistics.median(r), 2),
-                                 "all": [round(x, 2) for x in r],
-                                 "vs_round_3": round(statistics.median(r) / baseline, 2)}
-                          for name, r in rates.items()},
+        "samples_per_s": rates_report(rates, "vs_round_3"),
     }  # fmt: skip
     save("train_loop", report)
 

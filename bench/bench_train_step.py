@@ -33,6 +33,28 @@ SETTINGS = {  # name: (channels_last, bf16 autocast)
 }
 
 
+def train_step(net, optimizer, images, targets, points, bf16: bool) -> None:
+    """One step of `training.train` on a ready batch: forward, the volume and landmark
+    losses, backward, AdamW."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        stacks, heatmaps = net(images)
+    loss = volume_loss(stacks, targets, "pooled")
+    if heatmaps is not None:
+        loss = loss + 0.02 * landmark_loss(heatmaps, points)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def rates_report(rates: dict[str, list[float]], versus: str) -> dict:
+    """Each arm's samples/s: the median of its rounds, every round, and the median over the
+    first arm's (as `versus`)."""
+    baseline = statistics.median(next(iter(rates.values())))
+    return {name: {"median": round(statistics.median(r), 2), "all": [round(x, 2) for x in r],
+                   versus: round(statistics.median(r) / baseline, 2)}
+            for name, r in rates.items()}  # fmt: skip
+
+
 def make_step(variant: str, channels_last: bool, bf16: bool, batch: int):
     torch.manual_seed(0)
     model = create_model(variant)
@@ -45,17 +67,7 @@ def make_step(variant: str, channels_last: bool, bf16: bool, batch: int):
     targets = torch.rand(batch, model.config.slices, 48, 48)
     points = torch.rand(batch, max(model.config.landmarks, 1), 2) * 191
 
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            stacks, heatmaps = net(images)
-        loss = volume_loss(stacks, targets, "pooled")
-        if heatmaps is not None:
-            loss = loss + 0.02 * landmark_loss(heatmaps, points)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
+    return lambda: train_step(net, optimizer, images, targets, points, bf16)
 
 
 def main() -> None:
@@ -77,14 +89,10 @@ def main() -> None:
             for _ in range(args.steps):
                 step()
             rates[name].append(args.steps * args.batch / (time.perf_counter() - start))
-    baseline = statistics.median(rates["fp32 NCHW"])
     report = {
         "variant": args.variant, "batch": args.batch, "threads": args.threads,
         "rounds": args.rounds, "steps_per_round": args.steps,
-        "samples_per_s": {name: {"median": round(statistics.median(r), 2),
-                                 "all": [round(x, 2) for x in r],
-                                 "vs_fp32_nchw": round(statistics.median(r) / baseline, 2)}
-                          for name, r in rates.items()},
+        "samples_per_s": rates_report(rates, "vs_fp32_nchw"),
     }  # fmt: skip
     save("train_step", report)
     for name, r in report["samples_per_s"].items():

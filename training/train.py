@@ -47,7 +47,7 @@ DEFAULTS = {
     "warmup_steps": 100,
     "weight_decay": 1e-4,
     "grad_clip": 1.0,
-    "loss_resolution": "pooled",  # "pooled" (soft targets at the output's cells) or "full"
+    "loss_resolution": "pooled",  # "pooled" (48 x 48 soft targets) or "full"
     "seed": 0,
     "threads": 0,  # torch CPU threads; 0 keeps torch's default
     "device": "auto",
