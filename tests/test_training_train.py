@@ -80,6 +80,33 @@ def test_fine_tuning_starts_from_a_checkpoint_and_records_it(run_dir, tmp_path):
         train(wrong)
 
 
+def test_two_cpu_processes_train_on_a_batch_cache(tmp_path):
+    """The CPU's fastest loop: `training.batch_cache` writes the batches, `torchrun` runs two
+    DDP processes of one thread that read them (each its half of every step's batches)."""
+    import subprocess
+    import sys
+
+    from facerecon.models import load_checkpoint
+
+    common = ["variant=vrn-tiny", "batch_size=2", "photo_limit=16"]
+    config = ["--config", str(REPO / "training/configs/vrn-light-cpu.yaml")]
+    cache, run = tmp_path / "batches", tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "training.batch_cache", *config, "--out", str(cache),
+                    "--steps", "3", "--set", *common], check=True, cwd=REPO)  # fmt: skip
+    assert len(list(cache.glob("*.pt"))) == 3
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "-m", "training.train", *config, "--set", *common, "steps=2", "log_every=1",
+         "warmup_steps=1", "threads=1", f"run_dir={run}", f"batch_cache={cache}"],
+        check=True, cwd=REPO,
+    )  # fmt: skip
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["samples"] for r in records] == [4, 8]  # two processes of 2 a step
+    meta = load_checkpoint(run / "model.pt")[1]["meta"]
+    assert meta["hardware"].endswith("2 processes of 1 threads")
+    assert meta["train_config"]["batch_cache"] == str(cache)
+
+
 def test_evaluate_reports_iou_and_nme_per_yaw_bucket(run_dir, tmp_path):
     from training.evaluate import evaluate
 

@@ -32,6 +32,7 @@ import yaml
 
 from facerecon.models import count_parameters, create_model, load_checkpoint, save_checkpoint
 from facerecon.models.vrn import heatmap_points
+from training.batch_cache import BatchCache
 from training.engine.synth import EngineConfig, SyntheticFaces
 from training.losses import StackLogits, landmark_loss, volume_iou, volume_loss, volume_targets
 from training.realfit.dataset import MixedFaces, RealFaces
@@ -62,6 +63,9 @@ DEFAULTS = {
     "real_share": 0.0,  # fraction of every batch drawn from the real photos
     "real_subsets": ["cfp", "helen_train", "afw"],  # training splits only (held-out refused)
     "real_profiling": 0.0,  # chance a near-frontal real sample is face-profiled to 45-90 deg
+    # a folder of batches made ahead (`python -m training.batch_cache`) to read instead of
+    # making them: both CPU cores go to the network
+    "batch_cache": None,
     "cpu_bf16": False,  # bf16 autocast on the CPU (AVX-512 BF16: ~2x faster steps)
     "channels_last": False,  # NHWC activations (faster convolutions on the CPU)
     # weight of the landmark head's loss (`landmark_loss`, in heatmap cells) against the
@@ -140,11 +144,13 @@ def training_data(
     config: dict, cache_dir: Path, device: torch.device
 ) -> tuple[SyntheticFaces, SyntheticFaces | MixedFaces]:
     """The synthetic engine, and what batches are drawn from: it, or it mixed with the real
-    photos (`real_share` of each batch)."""
+    photos (`real_share` of each batch), or the `batch_cache` written from those."""
     engine = SyntheticFaces.from_shared(
         config["shared"], cache_dir, "train", config["photo_limit"],
         config=EngineConfig.from_dict(config["engine"]), seed=config["seed"], device=device,
     )  # fmt: skip
+    if config["batch_cache"]:
+        return engine, BatchCache(config["batch_cache"], config)
     if not (config["real_cache"] and config["real_share"] > 0):
         return engine, engine
     real = RealFaces(engine.model, config["real_cache"], config["shared"], config["seed"],
@@ -173,8 +179,8 @@ def batch_loader(
     batches: TrainingBatches, first_step: int, device: torch.device
 ) -> torch.utils.data.DataLoader:
     """Batches from `first_step` on; made ahead by one worker process on the CPU (on a GPU
-    the engine runs on the GPU, in this process)."""
-    workers = 1 if device.type == "cpu" else 0
+    the engine runs on the GPU, in this process; batches read from a cache need no worker)."""
+    workers = 1 if device.type == "cpu" and not isinstance(batches.data, BatchCache) else 0
     return torch.utils.data.DataLoader(
         batches, batch_size=None, sampler=range(first_step, len(batches)), num_workers=workers,
         prefetch_factor=2 if workers else None, worker_init_fn=_one_thread if workers else None,
@@ -188,7 +194,9 @@ def _one_thread(_worker: int) -> None:
 def hardware(device: torch.device, world: int) -> str:
     if device.type == "cuda":
         return f"{world} x {torch.cuda.get_device_name(device)}"
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    processes = f"{world} processes of " if world > 1 else ""
+    return (f"CPU {platform.processor() or platform.machine()}, {processes}"
+            f"{torch.get_num_threads()} threads")  # fmt: skip
 
 
 def atomic_save(obj: dict, path: Path) -> None:
