@@ -73,9 +73,9 @@ class BatchCache:
     def __init__(self, folder: str | Path, config: dict):
         """`config`: the run's, whose data recipe must be the one the cache was written with."""
         self.folder = Path(folder)
-        meta = json.loads((self.folder / META).read_text())
-        if meta["recipe"] != data_recipe(config):
-            differ = sorted(k for k in DATA_KEYS if meta["recipe"].get(k) != data_recipe(config)[k])
+        meta, recipe = json.loads((self.folder / META).read_text()), data_recipe(config)
+        if meta["recipe"] != recipe:
+            differ = sorted(k for k in DATA_KEYS if meta["recipe"].get(k) != recipe[k])
             raise ValueError(f"{self.folder} was written with other data settings: {differ}")
         self.batch_size, self.count = meta["recipe"]["batch_size"], meta["batches"]
         missing = [i for i in range(self.count) if not batch_file(self.folder, i).exists()]
